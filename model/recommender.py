@@ -1,0 +1,156 @@
+"""The one recommender interface shared by training, evaluation and the service.
+
+`loss(inputs, targets)`, `user_vectors(histories)`, `item_vectors()`: the score of item i for a history
+is `user_vectors(h) . item_vectors()[i]`, the same inner product the service asks FAISS for. Histories
+are LongTensors (B, L) of item indices in 1..N with 0 as padding (either side).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from model.item_embeddings import AlphaFuseEmbedding, IDEmbedding, IdInit, ItemEmbedding, LLMInitEmbedding
+from model.sasrec import SASRec, SASRecConfig
+
+ItemEmbeddingKind = Literal["alphafuse", "id", "llminit"]
+LossKind = Literal["ce", "infonce", "bce"]
+Similarity = Literal["dot", "cosine"]
+ITEM_EMBEDDINGS: tuple[str, ...] = ("alphafuse", "id", "llminit")
+LOSSES: tuple[str, ...] = ("ce", "infonce", "bce")
+
+
+@dataclass(frozen=True)
+class RecommenderConfig:
+    item_embedding: ItemEmbeddingKind = "alphafuse"  # how item vectors are made (see item_embeddings.py)
+    backbone: str = "sasrec"  # history encoder
+    sasrec: SASRecConfig = field(default_factory=SASRecConfig)
+    loss: LossKind = "ce"  # full softmax CE, sampled InfoNCE, or BCE with one negative
+    negatives: int = 64  # InfoNCE negatives per positive
+    temperature: float = 0.07  # divides cosine logits; unused for dot similarity
+    similarity: Similarity = "dot"  # training and ranking use the same one
+    freeze_language: bool = True  # AlphaFuse: language coordinates frozen (False = ablation)
+    id_init: IdInit = "zeros"  # AlphaFuse null-space ID initialisation
+    d_n: int = 64  # AlphaFuse null-space width hosting IDs
+
+    def __post_init__(self) -> None:
+        if self.item_embedding not in ITEM_EMBEDDINGS:
+            raise ValueError(f"item_embedding must be one of {ITEM_EMBEDDINGS}, got {self.item_embedding!r}")
+        if self.backbone != "sasrec":
+            raise ValueError(f"backbone must be 'sasrec' here, got {self.backbone!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.similarity not in ("dot", "cosine"):
+            raise ValueError(f"similarity must be 'dot' or 'cosine', got {self.similarity!r}")
+        if self.negatives <= 0 or self.temperature <= 0:
+            raise ValueError("negatives and temperature must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RecommenderConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown recommender config keys: {sorted(unknown)}")
+        values = dict(raw)
+        if isinstance(values.get("sasrec"), dict):
+            values["sasrec"] = SASRecConfig(**values["sasrec"])
+        return cls(**values)
+
+
+class SequentialRecommender(nn.Module):
+    def __init__(self, cfg: RecommenderConfig, items: ItemEmbedding) -> None:
+        super().__init__()
+        if items.dim != cfg.sasrec.hidden_dim:
+            raise ValueError(f"item dim {items.dim} != backbone hidden_dim {cfg.sasrec.hidden_dim}")
+        self.cfg = cfg
+        self.items = items
+        self.backbone = SASRec(cfg.sasrec)
+
+    @property
+    def num_items(self) -> int:
+        return self.items.num_items
+
+    def _states(self, histories: Tensor, table: Tensor) -> Tensor:
+        histories = histories[:, -self.cfg.sasrec.max_len :]
+        return self.backbone.last_state(table[histories], histories > 0)
+
+    def _normalise(self, x: Tensor) -> Tensor:
+        return F.normalize(x, dim=-1) if self.cfg.similarity == "cosine" else x
+
+    def user_vectors(self, histories: Tensor, table: Tensor | None = None) -> Tensor:
+        """(B, D) query vectors. `table` lets callers that already built the item table reuse it."""
+        return self._normalise(self._states(histories, self.items() if table is None else table))
+
+    def item_vectors(self) -> Tensor:
+        """(N, D) vectors to rank by inner product; row i is item index i + 1."""
+        return self._normalise(self.items()[1:])
+
+    def encode_with_table(self, histories: Tensor, table: Tensor) -> Tensor:
+        """User vectors against an arbitrary item table (N' + 1, D), e.g. one holding cold items."""
+        return self._normalise(self._states(histories, table))
+
+    def loss(self, inputs: Tensor, targets: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Next-item loss at every position with a target (> 0). inputs/targets: (B, L)."""
+        table = self.items()  # (N + 1, D)
+        inputs = inputs[:, -self.cfg.sasrec.max_len :]
+        targets = targets[:, -self.cfg.sasrec.max_len :]
+        hidden = self.backbone(table[inputs], inputs > 0)  # (B, L, D)
+        keep = targets > 0
+        h = hidden[keep]  # (M, D)
+        t = targets[keep]  # (M,)
+        if self.cfg.similarity == "cosine":
+            h, tab, scale = F.normalize(h, dim=-1), F.normalize(table, dim=-1), 1.0 / self.cfg.temperature
+        else:
+            tab, scale = table, 1.0
+        if self.cfg.loss == "ce":
+            logits = h @ tab[1:].T * scale  # (M, N)
+            return F.cross_entropy(logits, t - 1)
+        n = self.num_items
+        if self.cfg.loss == "infonce":
+            neg = _sample_negatives(t, n, self.cfg.negatives, generator)  # (M, K)
+            pos_logit = (h * tab[t]).sum(-1, keepdim=True)  # (M, 1)
+            neg_logit = torch.einsum("md,mkd->mk", h, tab[neg])  # (M, K)
+            logits = torch.cat([pos_logit, neg_logit], dim=1) * scale
+            return F.cross_entropy(logits, torch.zeros_like(t))
+        if self.cfg.loss == "bce":
+            neg = _sample_negatives(t, n, 1, generator)[:, 0]
+            pos_logit = (h * tab[t]).sum(-1) * scale
+            neg_logit = (h * tab[neg]).sum(-1) * scale
+            return F.softplus(-pos_logit).mean() + F.softplus(neg_logit).mean()
+        raise ValueError(f"unknown loss {self.cfg.loss!r}")
+
+
+def _sample_negatives(targets: Tensor, num_items: int, k: int, generator: torch.Generator | None) -> Tensor:
+    """Uniform negatives over {1..N} minus each row's target: draw from N - 1 values and skip the target."""
+    if num_items < 2:
+        raise ValueError("need at least 2 items to sample negatives")
+    r = torch.randint(1, num_items, (targets.shape[0], k), generator=generator, device=targets.device)
+    return r + (r >= targets[:, None]).long()
+
+
+def build_item_embedding(cfg: RecommenderConfig, num_items: int, language: Tensor | None) -> ItemEmbedding:
+    """Construct the item-embedding variant; `language` is Z (N, D) for the variants that use text."""
+    if cfg.item_embedding == "id":
+        return IDEmbedding(num_items, cfg.sasrec.hidden_dim)
+    if language is None:
+        raise ValueError(f"item_embedding {cfg.item_embedding!r} needs language coordinates")
+    if language.shape[0] != num_items:
+        raise ValueError(f"language has {language.shape[0]} rows for {num_items} items")
+    if cfg.item_embedding == "alphafuse":
+        return AlphaFuseEmbedding(
+            language, cfg.d_n, freeze_language=cfg.freeze_language, id_init=cfg.id_init
+        )
+    if cfg.item_embedding == "llminit":
+        return LLMInitEmbedding(language)
+    raise ValueError(f"unknown item_embedding {cfg.item_embedding!r}")
+
+
+def build_recommender(cfg: RecommenderConfig, num_items: int, language: Tensor | None) -> SequentialRecommender:
+    return SequentialRecommender(cfg, build_item_embedding(cfg, num_items, language))

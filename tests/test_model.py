@@ -1,0 +1,130 @@
+import math
+
+import pytest
+import torch
+
+from model.item_embeddings import AlphaFuseEmbedding, IDEmbedding
+from model.recommender import RecommenderConfig, _sample_negatives, build_recommender
+from model.sasrec import SASRec, SASRecConfig
+
+
+def tiny_cfg(**kw: object) -> RecommenderConfig:
+    sas = SASRecConfig(hidden_dim=8, num_blocks=2, num_heads=2, dropout=0.0, max_len=6)
+    return RecommenderConfig(sasrec=sas, d_n=3, **kw)  # type: ignore[arg-type]
+
+
+def test_padding_row_is_zero_and_ids_only_touch_null_space() -> None:
+    torch.manual_seed(0)
+    language = torch.randn(5, 8)
+    emb = AlphaFuseEmbedding(language, d_n=3, id_init="normal")
+    table = emb()
+    assert torch.equal(table[0], torch.zeros(8))
+    torch.testing.assert_close(table[1:, :5], language[:, :5])  # semantic coordinates = language exactly
+    # a training step moves only the ID parameters, which live in the last d_n coordinates
+    opt = torch.optim.SGD(emb.parameters(), lr=1.0)
+    before = emb().detach().clone()
+    (emb()[1:] * torch.randn(5, 8)).sum().backward()
+    opt.step()
+    after = emb().detach()
+    assert torch.equal(after[:, :5], before[:, :5])
+    assert not torch.equal(after[1:, 5:], before[1:, 5:])
+    assert [n for n, p in emb.named_parameters() if p.requires_grad] == ["ids"]
+
+
+def test_unfrozen_language_is_the_ablation() -> None:
+    emb = AlphaFuseEmbedding(torch.randn(4, 6), d_n=2, freeze_language=False)
+    assert {n for n, _ in emb.named_parameters()} == {"language", "ids"}
+
+
+def test_sasrec_is_causal_and_padding_invariant() -> None:
+    torch.manual_seed(0)
+    cfg = SASRecConfig(hidden_dim=8, num_blocks=2, num_heads=2, dropout=0.0, max_len=6)
+    net = SASRec(cfg).eval()
+    seq = torch.randn(1, 4, 8)
+    real = torch.ones(1, 4, dtype=torch.bool)
+    full = net(seq, real)
+    # causality: changing a later item never changes earlier states
+    seq2 = seq.clone()
+    seq2[0, 3] = torch.randn(8)
+    torch.testing.assert_close(net(seq2, real)[0, :3], full[0, :3])
+    # prefix equivalence: the state at position j equals the state of the prefix fed alone
+    for j in range(4):
+        torch.testing.assert_close(net.last_state(seq[:, : j + 1], real[:, : j + 1])[0], full[0, j])
+    # left and right padding, with garbage in the padded slots, change nothing
+    left = torch.cat([torch.randn(1, 2, 8), seq], dim=1)
+    left_real = torch.cat([torch.zeros(1, 2, dtype=torch.bool), real], dim=1)
+    right = torch.cat([seq, torch.randn(1, 2, 8)], dim=1)
+    right_real = torch.cat([real, torch.zeros(1, 2, dtype=torch.bool)], dim=1)
+    torch.testing.assert_close(net.last_state(left, left_real)[0], full[0, 3])
+    torch.testing.assert_close(net.last_state(right, right_real)[0], full[0, 3])
+    assert torch.equal(net(left, left_real)[0, :2], torch.zeros(2, 8))
+
+
+def test_sasrec_rejects_empty_history_and_long_windows() -> None:
+    net = SASRec(SASRecConfig(hidden_dim=4, max_len=3)).eval()
+    with pytest.raises(ValueError, match="at least one real item"):
+        net.last_state(torch.randn(1, 2, 4), torch.zeros(1, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="max_len"):
+        net(torch.randn(1, 4, 4), torch.ones(1, 4, dtype=torch.bool))
+
+
+def test_user_vectors_read_last_real_item_not_last_slot() -> None:
+    torch.manual_seed(0)
+    model = build_recommender(tiny_cfg(item_embedding="id"), num_items=9, language=None).eval()
+    with torch.no_grad():
+        right_padded = model.user_vectors(torch.tensor([[3, 4, 0, 0], [5, 0, 0, 0]]))
+        left_padded = model.user_vectors(torch.tensor([[0, 0, 3, 4], [0, 0, 0, 5]]))
+    torch.testing.assert_close(right_padded, left_padded)
+    assert not torch.allclose(right_padded[0], right_padded[1])
+
+
+def test_histories_longer_than_window_keep_most_recent() -> None:
+    model = build_recommender(tiny_cfg(item_embedding="id"), num_items=20, language=None).eval()
+    long = torch.arange(1, 11)[None]  # 10 items, window 6
+    with torch.no_grad():
+        torch.testing.assert_close(model.user_vectors(long), model.user_vectors(long[:, -6:]))
+
+
+@pytest.mark.parametrize("loss", ["ce", "infonce", "bce"])
+@pytest.mark.parametrize("similarity", ["dot", "cosine"])
+def test_losses_are_finite_and_train(loss: str, similarity: str) -> None:
+    torch.manual_seed(0)
+    cfg = tiny_cfg(loss=loss, similarity=similarity, negatives=4, item_embedding="alphafuse")
+    model = build_recommender(cfg, num_items=12, language=torch.randn(12, 8))
+    inputs = torch.tensor([[0, 1, 2, 3], [0, 0, 4, 5]])
+    targets = torch.tensor([[0, 2, 3, 4], [0, 0, 5, 6]])
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    first = model.loss(inputs, targets)
+    for _ in range(30):
+        opt.zero_grad()
+        model.loss(inputs, targets).backward()
+        opt.step()
+    last = model.loss(inputs, targets)
+    assert math.isfinite(first.item()) and last.item() < first.item()
+
+
+def test_ce_loss_matches_manual_softmax() -> None:
+    torch.manual_seed(0)
+    model = build_recommender(tiny_cfg(loss="ce", item_embedding="id"), 7, None).eval()
+    inputs, targets = torch.tensor([[1, 2, 3]]), torch.tensor([[2, 3, 4]])
+    hidden = model.backbone(model.items()[inputs], inputs > 0)[0]  # (3, D)
+    logits = hidden @ model.items()[1:].T
+    expected = -torch.log_softmax(logits, -1)[torch.arange(3), targets[0] - 1].mean()
+    torch.testing.assert_close(model.loss(inputs, targets), expected)
+
+
+def test_negatives_never_hit_the_target() -> None:
+    targets = torch.randint(1, 6, (500,))
+    neg = _sample_negatives(targets, 5, 16, torch.Generator().manual_seed(0))
+    assert (neg != targets[:, None]).all() and neg.min() >= 1 and neg.max() <= 5
+    assert set(neg[targets == 3].unique().tolist()) == {1, 2, 4, 5}
+
+
+def test_id_embedding_variant_and_config_validation() -> None:
+    assert IDEmbedding(4, 8)().shape == (5, 8)
+    with pytest.raises(ValueError, match="item_embedding"):
+        RecommenderConfig(item_embedding="morec")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs language"):
+        build_recommender(tiny_cfg(), 3, None)
+    with pytest.raises(ValueError, match="num_heads"):
+        SASRecConfig(hidden_dim=8, num_heads=3)
