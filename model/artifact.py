@@ -80,6 +80,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600; the service may run as another user
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

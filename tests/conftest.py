@@ -1,0 +1,67 @@
+"""Shared fixtures: a tiny real-text dataset and a tiny trained artifact (real encoder, real training)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# Four themes so that histories have a semantic direction the encoder can see.
+THEMES = {
+    "lego": ["LEGO Star Wars X-Wing Fighter", "LEGO City Police Station", "LEGO Technic Race Car",
+             "LEGO Friends Heartlake Cafe", "LEGO Ninjago Temple", "LEGO Creator Treehouse"],
+    "puzzle": ["1000 Piece Jigsaw Puzzle Mountain Lake", "Wooden Brain Teaser Puzzle Set",
+               "Rubik's Cube 3x3 Speed Cube", "500 Piece Jigsaw Puzzle City Night",
+               "Tangram Puzzle for Kids", "3D Crystal Puzzle Castle"],
+    "doll": ["Barbie Dreamhouse Doll", "Baby Doll with Bottle and Blanket", "Fashion Doll Wardrobe Set",
+             "American Girl Style Doll 18 inch", "Doll Stroller for Toddlers", "Princess Doll Castle Playset"],
+    "outdoor": ["Kids Soccer Ball Size 4", "Water Blaster Squirt Gun", "Backyard Swing Set",
+                "Sidewalk Chalk 24 Colors", "Kite for Kids Easy Flyer", "Bubble Machine Outdoor"],
+}
+
+
+def write_tiny_dataset(root: Path, *, users: int = 60, seed: int = 0) -> Path:
+    """A canonical dataset folder: 24 titled items in 4 themes; users mostly stay inside one theme."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    items = []
+    for theme, titles in THEMES.items():
+        for j, title in enumerate(titles):
+            items.append({"item_id": f"{theme}-{j}", "title": title, "categories": ["Toys & Games", theme]})
+    with (root / "items.jsonl").open("w") as f:
+        for rec in items:
+            f.write(json.dumps(rec) + "\n")
+    themes = list(THEMES)
+    with (root / "interactions.csv").open("w") as f:
+        f.write("user_id,item_id,timestamp\n")
+        for u in range(users):
+            theme = themes[u % len(themes)]
+            length = rng.randint(4, 9)
+            for t in range(length):
+                chosen = theme if rng.random() < 0.85 else rng.choice(themes)
+                f.write(f"u{u},{chosen}-{rng.randrange(6)},{t}\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_dataset(tmp_path_factory.mktemp("tiny") / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An AlphaFuse + SASRec artifact trained for a few epochs on the tiny dataset with real MiniLM text."""
+    from training.config import TrainConfig
+    from training.train import run_training
+
+    out = tmp_path_factory.mktemp("artifact") / "model"
+    cfg = TrainConfig(
+        data=str(tiny_data), protocol="loo", out=str(out), epochs=3, patience=3, hidden_dim=16, d_n=8,
+        max_len=8, batch_size=16, negatives=8, cache_dir=str(tmp_path_factory.mktemp("cache")),
+    )
+    run_training(cfg)
+    return out

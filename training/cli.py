@@ -1,0 +1,171 @@
+"""`alphafuse` command line. Train flags are generated from TrainConfig, so the two cannot drift apart."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import re
+import sys
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
+
+from training.config import PROTOCOLS, TrainConfig, read_config_file
+
+log = logging.getLogger("alphafuse")
+
+DEMO_DIR = Path(".cache/ml-100k")
+
+
+def _field_help() -> dict[str, str]:
+    """The trailing comment of each TrainConfig field, used as its --help text."""
+    source = inspect.getsource(TrainConfig)
+    return dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.+)$", source, flags=re.M))
+
+
+def add_train_flags(parser: argparse.ArgumentParser) -> None:
+    helps = _field_help()
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        default = f.default if f.default is not MISSING else None
+        text = f"{helps.get(f.name, '')} (default: {default!r})"
+        choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+        if hint is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif choices:
+            parser.add_argument(flag, dest=f.name, choices=choices, default=None, help=text)
+        else:
+            kind: Callable[[str], Any] = str
+            if hint is int:
+                kind = int
+            elif hint is float:
+                kind = float
+            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=text)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Config file values first, then every flag given on the command line wins."""
+    values: dict[str, Any] = read_config_file(Path(args.config)) if args.config else {}
+    for f in fields(TrainConfig):
+        given = getattr(args, f.name, None)
+        if given is not None:
+            values[f.name] = given
+    return TrainConfig(**values)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.train import run_training
+
+    cfg = config_from_args(args)
+    result = run_training(cfg)
+    print(json.dumps(result.metrics, indent=2, sort_keys=True))
+    log.info("artifact written to %s", cfg.out)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from model.artifact import load_artifact
+    from training.data import load_dataset
+    from training.evaluate import evaluate_cases
+    from training.splits import split_for
+
+    art = load_artifact(Path(args.artifact))
+    trained = art.manifest.get("train_config", {})
+    seed = args.seed if args.seed is not None else int(trained.get("seed", 0))
+    split_dir = args.split if args.split is not None else trained.get("split")
+    ds = load_dataset(Path(args.data))
+    split = split_for(ds, args.protocol, seed, Path(split_dir) if split_dir else None)
+    index = {item: row + 1 for row, item in enumerate(art.item_ids)}
+    metrics = {
+        name: evaluate_cases(art.model, cases, index, mask_history=args.mask_history)
+        for name, cases in (("valid", split.valid), ("test", split.test))
+    }
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from training.data import download_movielens_100k
+    from training.train import run_training
+
+    data = Path(args.data) if args.data else None
+    if data is None:
+        data = DEMO_DIR if (DEMO_DIR / "u.data").is_file() else download_movielens_100k(DEMO_DIR.parent)
+    cfg = TrainConfig(
+        data=str(data), protocol="loo", out=args.out, epochs=args.epochs, patience=args.epochs,
+        max_len=50, seed=0,
+    )
+    result = run_training(cfg)
+    print(json.dumps({"test": result.metrics["test"]}, indent=2, sort_keys=True))
+    if args.no_serve:
+        return 0
+    return _serve(Path(cfg.out), args.host, args.port, workers=1)
+
+
+def _serve(artifact: Path, host: str, port: int, workers: int) -> int:
+    try:
+        from service.main import serve
+    except ImportError:
+        log.error("the service is not available in this build; the artifact is at %s", artifact)
+        return 1
+    return serve(artifact, host=host, port=port, workers=workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alphafuse", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a model and write an artifact + metrics.json")
+    train.add_argument("--config", help="YAML/TOML/JSON file of flags (command-line flags override it)")
+    add_train_flags(train)
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate an artifact on a dataset's split, print metrics JSON")
+    ev.add_argument("--artifact", required=True, help="artifact directory written by train")
+    ev.add_argument("--data", required=True, help="dataset directory")
+    ev.add_argument("--protocol", required=True, choices=PROTOCOLS)
+    ev.add_argument("--split", default=None, help="predefined split directory (default: as trained)")
+    ev.add_argument("--seed", type=int, default=None, help="split seed (default: as trained)")
+    ev.add_argument("--mask-history", action="store_true", help="history items do not compete")
+    ev.set_defaults(func=cmd_evaluate)
+
+    demo = sub.add_parser("demo", help="the main job: MovieLens-100k -> embed -> train briefly -> serve")
+    demo.add_argument("--data", default=None, help="local MovieLens-100k folder (default: download it)")
+    demo.add_argument("--out", default="runs/demo", help="artifact directory")
+    demo.add_argument("--epochs", type=int, default=5)
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--no-serve", action="store_true", help="stop after training")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from model.artifact import ArtifactError
+    from training.data import DownloadError
+
+    try:
+        return int(args.func(args))
+    except (ValueError, ArtifactError, DownloadError, FileNotFoundError) as e:
+        # one readable line, no traceback: these are the user's inputs, not our bugs
+        print(f"alphafuse: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

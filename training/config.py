@@ -1,0 +1,124 @@
+"""The training configuration: one frozen dataclass; the CLI and config files are generated from it."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from model.recommender import ITEM_EMBEDDINGS, LOSSES, RecommenderConfig
+from model.sasrec import SASRecConfig
+
+PROTOCOLS: tuple[str, ...] = ("loo", "cold-users")
+Protocol = Literal["loo", "cold-users"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = ""  # dataset directory (canonical, MovieLens or Amazon files)
+    split: str | None = None  # directory with train/valid/test.csv: a predefined split
+    protocol: Protocol = "cold-users"  # evaluation protocol (METHOD.md section 3)
+    out: str = "runs/model"  # artifact directory to write
+    seed: int = 0  # seeds the split, initialisation, shuffling and negatives
+    k_core: int = 0  # drop users/items with fewer interactions (0 = keep all)
+    backbone: str = "sasrec"  # history encoder
+    item_embedding: str = "alphafuse"  # alphafuse | id | llminit
+    encoder: str = "minilm"  # text encoder spec: minilm | st:DIR | openai:MODEL | npy:EMB.npy:IDS.json
+    cache_dir: str = ".cache/embeddings"  # on-disk language-embedding cache ("" disables)
+    hidden_dim: int = 128  # d_s + d_n
+    d_n: int = 64  # null-space width hosting the IDs
+    weighting: Literal["uniform", "popularity"] = "uniform"  # mean/covariance weights
+    standardise: bool = True  # whiten kept directions by S^-1/2 (False = ablation)
+    clip: bool = True  # keep only hidden_dim directions (False = ablation: keep all d_l)
+    freeze_language: bool = True  # freeze the language part (False = ablation)
+    eig_floor: float = 1e-6  # eigenvalue floor before whitening
+    scale: float = 1.0  # multiplies raw language embeddings before the decomposition
+    id_init: Literal["zeros", "normal"] = "zeros"  # AlphaFuse ID initialisation
+    num_blocks: int = 1  # SASRec blocks
+    num_heads: int = 1  # SASRec heads
+    dropout: float = 0.1  # SASRec dropout
+    max_len: int = 10  # history window
+    loss: str = "infonce"  # ce | infonce | bce
+    negatives: int = 64  # InfoNCE negatives
+    temperature: float = 0.07  # InfoNCE temperature (cosine)
+    similarity: Literal["dot", "cosine"] = "cosine"  # training and ranking similarity
+    lr: float = 1e-3  # Adam learning rate
+    weight_decay: float = 0.0  # Adam weight decay
+    batch_size: int = 256  # training sequences per step
+    epochs: int = 100  # maximum epochs
+    patience: int = 10  # epochs without validation NDCG@20 gain before stopping
+    eval_every: int = 1  # validate every N epochs
+    eval_batch_size: int = 1024  # histories per evaluation batch
+    mask_history: bool = False  # evaluation: history items do not compete (paper: off)
+    threads: int = 0  # torch intra-op threads (0 = torch default)
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.item_embedding not in ITEM_EMBEDDINGS:
+            raise ValueError(f"item_embedding must be one of {ITEM_EMBEDDINGS}, got {self.item_embedding!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.backbone != "sasrec":
+            raise ValueError(f"backbone must be 'sasrec', got {self.backbone!r}")
+        for name in ("epochs", "patience", "batch_size", "eval_every", "eval_batch_size", "max_len"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+    def recommender_config(self, hidden_dim: int) -> RecommenderConfig:
+        """The model config; `hidden_dim` comes from the projection (d_l when clipping is off)."""
+        return RecommenderConfig(
+            item_embedding=self.item_embedding,  # type: ignore[arg-type]
+            backbone=self.backbone,
+            sasrec=SASRecConfig(
+                hidden_dim=hidden_dim, num_blocks=self.num_blocks, num_heads=self.num_heads,
+                dropout=self.dropout, max_len=self.max_len,
+            ),
+            loss=self.loss,  # type: ignore[arg-type]
+            negatives=self.negatives,
+            temperature=self.temperature,
+            similarity=self.similarity,
+            freeze_language=self.freeze_language,
+            id_init=self.id_init,
+            d_n=self.d_n,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def config_field_names() -> set[str]:
+    return {f.name for f in fields(TrainConfig)}
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Flags from a YAML, TOML or JSON file; keys are TrainConfig field names (dashes allowed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file not found: {path}")
+    text = path.read_text()
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            raw = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            raw = yaml.safe_load(text) or {}
+        elif suffix == ".json":
+            raw = json.loads(text)
+        else:
+            raise ValueError(f"config file {path} must end in .yaml, .yml, .toml or .json")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot parse config file {path}: {e}") from e
+    if not isinstance(raw, dict):
+        raise ValueError(f"config file {path} must hold a mapping of flag names to values")
+    values = {str(k).replace("-", "_"): v for k, v in raw.items()}
+    unknown = set(values) - config_field_names()
+    if unknown:
+        raise ValueError(f"config file {path} has unknown keys: {', '.join(sorted(unknown))}")
+    return values

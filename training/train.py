@@ -1,0 +1,208 @@
+"""The offline pipeline: dataset -> split -> language embeddings -> projection -> trained model -> artifact."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.artifact import save_artifact
+from model.projection import Projection, fit_projection
+from model.recommender import SequentialRecommender, build_recommender
+from training.config import TrainConfig
+from training.data import Dataset, k_core, load_dataset
+from training.encoders import TEXT_TEMPLATE_VERSION, embed_items, encoder_from_spec
+from training.evaluate import evaluate_cases
+from training.splits import Split, check_split_items, split_for
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "alphafuse"
+SELECT_METRIC = "ndcg@20"
+
+
+@dataclass
+class Prepared:
+    """Everything the training loop needs, built once from the config."""
+
+    dataset: Dataset
+    split: Split
+    item_ids: list[str]
+    index: dict[str, int]  # item id -> 1-based row
+    projection: Projection | None
+    language: np.ndarray | None  # (N, k) Z, float32
+    encoder_identity: dict[str, Any] | None
+    popularity: np.ndarray  # (N,) training interaction counts
+
+
+def prepare(cfg: TrainConfig) -> Prepared:
+    if not cfg.data:
+        raise ValueError("no dataset given: pass --data DIR")
+    ds = load_dataset(Path(cfg.data))
+    if cfg.k_core > 1:
+        ds = k_core(ds, cfg.k_core)
+    split = split_for(ds, cfg.protocol, cfg.seed, Path(cfg.split) if cfg.split else None)
+    item_ids = list(ds.items)
+    check_split_items(split, set(item_ids))
+    index = {item: row + 1 for row, item in enumerate(item_ids)}
+    popularity = np.zeros(len(item_ids), dtype=np.float64)
+    for seq in split.train.values():
+        for item in seq:
+            popularity[index[item] - 1] += 1
+    projection = language = identity = None
+    if cfg.item_embedding != "id":
+        encoder = encoder_from_spec(cfg.encoder)
+        identity = dict(encoder.identity)
+        emb = embed_items(encoder, item_ids, ds.items, Path(cfg.cache_dir) if cfg.cache_dir else None)
+        weights = popularity + 1.0 if cfg.weighting == "popularity" else None  # +1: unseen items still count
+        projection = fit_projection(
+            emb, hidden_dim=cfg.hidden_dim, d_n=cfg.d_n, weights=weights, scale=cfg.scale,
+            standardise=cfg.standardise, clip=cfg.clip, floor=cfg.eig_floor,
+        )
+        language = projection.apply(emb).astype(np.float32)
+        log.info(
+            "projection: d_l=%d kept=%d (d_s=%d, d_n=%d); eigenvalues %.3g .. %.3g",
+            projection.input_dim, projection.output_dim, projection.d_s, projection.d_n,
+            projection.eigenvalues[0], projection.eigenvalues[-1],
+        )
+    return Prepared(ds, split, item_ids, index, projection, language, identity, popularity)
+
+
+def training_windows(sequences: list[list[int]], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut index sequences into left-padded (inputs, targets) windows of max_len next-item pairs.
+
+    Long sequences become several windows stepping back from the end by max_len, so every interaction
+    is a target exactly once (SASRec as published keeps only the last window and wastes the rest).
+    """
+    rows_in: list[np.ndarray] = []
+    rows_tg: list[np.ndarray] = []
+    for seq in sequences:
+        s = np.asarray(seq, dtype=np.int64)
+        end = len(s)
+        while end >= 2:
+            start = max(0, end - max_len - 1)
+            chunk = s[start:end]
+            inp = np.zeros(max_len, dtype=np.int64)
+            tgt = np.zeros(max_len, dtype=np.int64)
+            inp[max_len - len(chunk) + 1 :] = chunk[:-1]
+            tgt[max_len - len(chunk) + 1 :] = chunk[1:]
+            rows_in.append(inp)
+            rows_tg.append(tgt)
+            end = start + 1  # the next window's last item is this window's first input
+            if start == 0:
+                break
+    if not rows_in:
+        raise ValueError("no training sequence has two or more items")
+    return torch.from_numpy(np.stack(rows_in)), torch.from_numpy(np.stack(rows_tg))
+
+
+@dataclass
+class TrainResult:
+    model: SequentialRecommender
+    prepared: Prepared
+    metrics: dict[str, dict[str, float]]
+    history: list[dict[str, float]]
+    best_epoch: int
+    seconds: float
+
+
+def fit(cfg: TrainConfig, prep: Prepared) -> TrainResult:
+    """Train with early stopping on validation NDCG@20; returns the best model (by validation)."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n = len(prep.item_ids)
+    hidden = prep.projection.output_dim if prep.projection is not None else cfg.hidden_dim
+    language = torch.from_numpy(prep.language) if prep.language is not None else None
+    model = build_recommender(cfg.recommender_config(hidden), n, language)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    log.info("model: %d trainable parameters", sum(p.numel() for p in trainable))
+    opt = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    sequences = [[prep.index[i] for i in seq] for seq in prep.split.train.values()]
+    inputs, targets = training_windows(sequences, cfg.max_len)
+    log.info("training on %d windows, %d targets", len(inputs), int((targets > 0).sum()))
+
+    best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
+    history: list[dict[str, float]] = []
+    started = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order = torch.randperm(len(inputs), generator=gen)
+        total, steps, t0 = 0.0, 0, time.perf_counter()
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            loss = model.loss(inputs[idx], targets[idx], generator=gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            steps += 1
+        record = {"epoch": float(epoch), "loss": total / steps, "train_seconds": time.perf_counter() - t0}
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            valid = evaluate_cases(
+                model, prep.split.valid, prep.index, batch_size=cfg.eval_batch_size,
+                mask_history=cfg.mask_history,
+            )
+            record["valid_" + SELECT_METRIC] = valid[SELECT_METRIC]
+            if valid[SELECT_METRIC] > best_score:
+                best_score, best_epoch = valid[SELECT_METRIC], epoch
+                best_state = copy.deepcopy(model.state_dict())
+            log.info(
+                "epoch %d loss %.4f valid ndcg@20 %.4f (best %.4f @ %d) %.1fs",
+                epoch, record["loss"], valid[SELECT_METRIC], best_score, best_epoch, record["train_seconds"],
+            )
+        history.append(record)
+        if epoch - best_epoch >= cfg.patience:
+            log.info("early stop at epoch %d (best %d)", epoch, best_epoch)
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    seconds = time.perf_counter() - started
+    metrics = {
+        split: evaluate_cases(
+            model, cases, prep.index, batch_size=cfg.eval_batch_size, mask_history=cfg.mask_history
+        )
+        for split, cases in (("valid", prep.split.valid), ("test", prep.split.test))
+    }
+    return TrainResult(model, prep, metrics, history, best_epoch, seconds)
+
+
+def run_training(cfg: TrainConfig) -> TrainResult:
+    """The `alphafuse train` job: prepare, fit, write the artifact and metrics.json into cfg.out."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    prep = prepare(cfg)
+    result = fit(cfg, prep)
+    out = Path(cfg.out)
+    version = f"{prep.dataset.name}-{cfg.item_embedding}-{cfg.protocol}-s{cfg.seed}"
+    manifest_extra = {
+        "model": {"name": MODEL_NAME, "version": version},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "train_config": cfg.to_dict(),
+        "dataset": {
+            "name": prep.dataset.name, "path": str(Path(cfg.data).resolve()), "protocol": cfg.protocol,
+            "split": prep.split.source, "items": len(prep.item_ids), "train_users": len(prep.split.train),
+            "valid_cases": len(prep.split.valid), "test_cases": len(prep.split.test),
+        },
+        "encoder": None if prep.encoder_identity is None else {
+            "identity": prep.encoder_identity, "dim": int(prep.encoder_identity.get("dim", 0)),
+            "text_template_version": TEXT_TEMPLATE_VERSION,
+        },
+        "training": {"best_epoch": result.best_epoch, "seconds": round(result.seconds, 2)},
+        "metrics": result.metrics,
+    }
+    records = [prep.dataset.items[i] for i in prep.item_ids]
+    save_artifact(
+        out, model=result.model, projection=prep.projection, item_ids=prep.item_ids, item_records=records,
+        manifest_extra=manifest_extra,
+    )
+    (out / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
+    (out / "history.json").write_text(json.dumps(result.history, indent=1))
+    return result
