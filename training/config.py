@@ -25,8 +25,8 @@ class TrainConfig:
     out: str = "runs/model"  # artifact directory to write
     seed: int = 0  # seeds the split, initialisation, shuffling and negatives
     k_core: int = 0  # drop users/items with fewer interactions (0 = keep all)
-    backbone: str = "sasrec"  # history encoder
-    item_embedding: str = "alphafuse"  # alphafuse | id | llminit
+    backbone: Literal["sasrec"] = "sasrec"  # history encoder
+    item_embedding: Literal["alphafuse", "id", "llminit"] = "alphafuse"  # item-embedding variant
     encoder: str = "minilm"  # text encoder spec: minilm | st:DIR | openai:MODEL | npy:EMB.npy:IDS.json
     cache_dir: str = ".cache/embeddings"  # on-disk language-embedding cache ("" disables)
     hidden_dim: int = 128  # d_s + d_n
@@ -42,7 +42,7 @@ class TrainConfig:
     num_heads: int = 1  # SASRec heads
     dropout: float = 0.1  # SASRec dropout
     max_len: int = 10  # history window
-    loss: str = "infonce"  # ce | infonce | bce
+    loss: Literal["ce", "infonce", "bce"] = "infonce"  # full-softmax CE, sampled InfoNCE or BCE
     negatives: int = 64  # InfoNCE negatives
     temperature: float = 0.07  # InfoNCE temperature (cosine)
     similarity: Literal["dot", "cosine"] = "cosine"  # training and ranking similarity
@@ -74,13 +74,13 @@ class TrainConfig:
     def recommender_config(self, hidden_dim: int) -> RecommenderConfig:
         """The model config; `hidden_dim` comes from the projection (d_l when clipping is off)."""
         return RecommenderConfig(
-            item_embedding=self.item_embedding,  # type: ignore[arg-type]
+            item_embedding=self.item_embedding,
             backbone=self.backbone,
             sasrec=SASRecConfig(
                 hidden_dim=hidden_dim, num_blocks=self.num_blocks, num_heads=self.num_heads,
                 dropout=self.dropout, max_len=self.max_len,
             ),
-            loss=self.loss,  # type: ignore[arg-type]
+            loss=self.loss,
             negatives=self.negatives,
             temperature=self.temperature,
             similarity=self.similarity,
