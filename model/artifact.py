@@ -30,7 +30,7 @@ from safetensors.torch import load_file as load_torch
 from safetensors.torch import save_file as save_torch
 
 from model.projection import Projection
-from model.recommender import RecommenderConfig, SequentialRecommender, build_recommender
+from model.recommender import Recommender, RecommenderConfig, build_recommender
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class ArtifactError(ValueError):
 class Artifact:
     path: Path
     manifest: dict[str, Any]
-    model: SequentialRecommender  # in eval mode
+    model: Recommender  # in eval mode
     projection: Projection | None
     item_ids: list[str]
     item_records: list[dict[str, Any]]
@@ -96,7 +96,7 @@ def projection_tensors(p: Projection) -> dict[str, np.ndarray]:
 def save_artifact(
     out: Path,
     *,
-    model: SequentialRecommender,
+    model: Recommender,
     projection: Projection | None,
     item_ids: list[str],
     item_records: list[dict[str, Any]],

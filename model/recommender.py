@@ -1,35 +1,41 @@
-"""The one recommender interface shared by training, evaluation and the service.
+"""The recommender config, the SASRec recommender, and `build_recommender` for every backbone.
 
-`loss(inputs, targets)`, `user_vectors(histories)`, `item_vectors()`: the score of item i for a history
-is `user_vectors(h) . item_vectors()[i]`, the same inner product the service asks FAISS for. Histories
-are LongTensors (B, L) of item indices in 1..N with 0 as padding (either side).
+Every backbone implements `model.base.Recommender`: `loss(inputs, targets)`, `user_vectors(histories)`,
+`item_vectors()`, `encode_with_table(histories, table)`; training, evaluation and the service use only that.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
+from model.base import Recommender
+from model.dreamrec import DreamRec, DreamRecConfig
 from model.item_embeddings import AlphaFuseEmbedding, IDEmbedding, IdInit, ItemEmbedding, LLMInitEmbedding
 from model.sasrec import SASRec, SASRecConfig
 
-ItemEmbeddingKind = Literal["alphafuse", "id", "llminit"]
+__all__ = ["Recommender", "RecommenderConfig", "SequentialRecommender", "build_recommender"]
+
+ItemEmbeddingKind = Literal["alphafuse", "id", "llminit", "whitened-text"]
+Backbone = Literal["sasrec", "dreamrec"]
 LossKind = Literal["ce", "infonce", "bce"]
 Similarity = Literal["dot", "cosine"]
-ITEM_EMBEDDINGS: tuple[str, ...] = ("alphafuse", "id", "llminit")
-LOSSES: tuple[str, ...] = ("ce", "infonce", "bce")
+ITEM_EMBEDDINGS: tuple[str, ...] = get_args(ItemEmbeddingKind)
+BACKBONES: tuple[str, ...] = get_args(Backbone)
+LOSSES: tuple[str, ...] = get_args(LossKind)
 
 
 @dataclass(frozen=True)
 class RecommenderConfig:
     item_embedding: ItemEmbeddingKind = "alphafuse"  # how item vectors are made (see item_embeddings.py)
-    backbone: str = "sasrec"  # history encoder
-    sasrec: SASRecConfig = field(default_factory=SASRecConfig)
-    loss: LossKind = "ce"  # full softmax CE, sampled InfoNCE, or BCE with one negative
+    backbone: Backbone = "sasrec"  # sasrec (discriminative) or dreamrec (diffusion)
+    sasrec: SASRecConfig = field(default_factory=SASRecConfig)  # also DreamRec's history encoder
+    dreamrec: DreamRecConfig = field(default_factory=DreamRecConfig)  # used by backbone "dreamrec" only
+    loss: LossKind = "ce"  # SASRec: full softmax CE, sampled InfoNCE, or BCE with one negative
     negatives: int = 64  # InfoNCE negatives per positive
     temperature: float = 0.07  # divides cosine logits; unused for dot similarity
     similarity: Similarity = "dot"  # training and ranking use the same one
@@ -40,14 +46,16 @@ class RecommenderConfig:
     def __post_init__(self) -> None:
         if self.item_embedding not in ITEM_EMBEDDINGS:
             raise ValueError(f"item_embedding must be one of {ITEM_EMBEDDINGS}, got {self.item_embedding!r}")
-        if self.backbone != "sasrec":
-            raise ValueError(f"backbone must be 'sasrec' here, got {self.backbone!r}")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.similarity not in ("dot", "cosine"):
             raise ValueError(f"similarity must be 'dot' or 'cosine', got {self.similarity!r}")
         if self.negatives <= 0 or self.temperature <= 0:
             raise ValueError("negatives and temperature must be positive")
+        if self.backbone == "dreamrec" and self.similarity != "dot":
+            raise ValueError(f"dreamrec ranks by inner product: similarity must be 'dot', got {self.similarity!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,10 +69,14 @@ class RecommenderConfig:
         values = dict(raw)
         if isinstance(values.get("sasrec"), dict):
             values["sasrec"] = SASRecConfig(**values["sasrec"])
+        if isinstance(values.get("dreamrec"), dict):
+            values["dreamrec"] = DreamRecConfig(**values["dreamrec"])
         return cls(**values)
 
 
-class SequentialRecommender(nn.Module):
+class SequentialRecommender(Recommender):
+    """SASRec: the user vector is the causal transformer's state at the last real history item."""
+
     def __init__(self, cfg: RecommenderConfig, items: ItemEmbedding) -> None:
         super().__init__()
         if items.dim != cfg.sasrec.hidden_dim:
@@ -73,20 +85,12 @@ class SequentialRecommender(nn.Module):
         self.items = items
         self.backbone = SASRec(cfg.sasrec)
 
-    @property
-    def num_items(self) -> int:
-        return self.items.num_items
-
     def _states(self, histories: Tensor, table: Tensor) -> Tensor:
         histories = histories[:, -self.cfg.sasrec.max_len :]
         return self.backbone.last_state(F.embedding(histories, table), histories > 0)
 
     def _normalise(self, x: Tensor) -> Tensor:
         return F.normalize(x, dim=-1) if self.cfg.similarity == "cosine" else x
-
-    def user_vectors(self, histories: Tensor, table: Tensor | None = None) -> Tensor:
-        """(B, D) query vectors. `table` lets callers that already built the item table reuse it."""
-        return self._normalise(self._states(histories, self.items() if table is None else table))
 
     def item_vectors(self) -> Tensor:
         """(N, D) vectors to rank by inner product; row i is item index i + 1."""
@@ -150,8 +154,17 @@ def build_item_embedding(cfg: RecommenderConfig, num_items: int, language: Tenso
         )
     if cfg.item_embedding == "llminit":
         return LLMInitEmbedding(language)
+    if cfg.item_embedding == "whitened-text":
+        # iDreamRec: the whitened language table, frozen, no IDs (AlphaFuse with an empty null space)
+        return AlphaFuseEmbedding(language, 0, freeze_language=True)
     raise ValueError(f"unknown item_embedding {cfg.item_embedding!r}")
 
 
-def build_recommender(cfg: RecommenderConfig, num_items: int, language: Tensor | None) -> SequentialRecommender:
-    return SequentialRecommender(cfg, build_item_embedding(cfg, num_items, language))
+def build_recommender(cfg: RecommenderConfig, num_items: int, language: Tensor | None) -> Recommender:
+    items = build_item_embedding(cfg, num_items, language)
+    if cfg.backbone == "sasrec":
+        return SequentialRecommender(cfg, items)
+    elif cfg.backbone == "dreamrec":
+        return DreamRec(cfg, items)
+    else:
+        raise ValueError(f"unknown backbone {cfg.backbone!r}")

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from model.recommender import SequentialRecommender
+from model.base import Recommender
 from training.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
 from training.splits import EvalCase
 
@@ -35,7 +35,7 @@ def index_cases(cases: Sequence[EvalCase], index: Mapping[str, int]) -> tuple[li
 
 
 @torch.no_grad()
-def case_scores(model: SequentialRecommender, histories: Sequence[Sequence[int]]) -> Tensor:
+def case_scores(model: Recommender, histories: Sequence[Sequence[int]]) -> Tensor:
     """(B, N) scores of every item for each history; column j is item index j + 1."""
     model.eval()
     table = model.items()
@@ -45,7 +45,7 @@ def case_scores(model: SequentialRecommender, histories: Sequence[Sequence[int]]
 
 @torch.no_grad()
 def evaluate_cases(
-    model: SequentialRecommender,
+    model: Recommender,
     cases: Sequence[EvalCase],
     index: Mapping[str, int],
     *,

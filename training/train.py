@@ -14,8 +14,10 @@ import numpy as np
 import torch
 
 from model.artifact import save_artifact
+from model.base import Recommender
+from model.dreamrec import DreamRec
 from model.projection import Projection, fit_projection
-from model.recommender import SequentialRecommender, build_recommender
+from model.recommender import build_recommender
 from training.config import TrainConfig
 from training.data import Dataset, k_core, load_dataset
 from training.encoders import TEXT_TEMPLATE_VERSION, embed_items, encoder_from_spec
@@ -62,10 +64,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
         identity = dict(encoder.identity)
         emb = embed_items(encoder, item_ids, ds.items, Path(cfg.cache_dir) if cfg.cache_dir else None)
         weights = popularity + 1.0 if cfg.weighting == "popularity" else None  # +1: unseen items still count
-        projection = fit_projection(
-            emb, hidden_dim=cfg.hidden_dim, d_n=cfg.d_n, weights=weights, scale=cfg.scale,
-            standardise=cfg.standardise, clip=cfg.clip, floor=cfg.eig_floor,
-        )
+        projection = fit_item_projection(cfg, emb, weights)
         language = projection.apply(emb).astype(np.float32)
         log.info(
             "projection: d_l=%d kept=%d (d_s=%d, d_n=%d); eigenvalues %.3g .. %.3g",
@@ -73,6 +72,50 @@ def prepare(cfg: TrainConfig) -> Prepared:
             projection.eigenvalues[0], projection.eigenvalues[-1],
         )
     return Prepared(ds, split, item_ids, index, projection, language, identity, popularity)
+
+
+def fit_item_projection(cfg: TrainConfig, emb: np.ndarray, weights: np.ndarray | None) -> Projection:
+    """The projection each (backbone, item_embedding) pair needs (METHOD.md section 1, step 3).
+
+    whitened-text: every d_l direction, no null space. dreamrec + alphafuse: every direction (no clipping),
+    null space = eigenvalues <= threshold (or the last d_n directions when threshold < 0). Otherwise the
+    SASRec rule: the top hidden_dim directions, the last d_n of them host the IDs.
+    """
+    d_l = int(emb.shape[1])
+    hidden_dim: int | None = cfg.hidden_dim
+    d_n: int | None = cfg.d_n
+    threshold: float | None = None
+    clip = cfg.clip
+    if cfg.item_embedding == "whitened-text":
+        hidden_dim, d_n, clip = d_l, 0, False
+    elif cfg.backbone == "dreamrec" and cfg.item_embedding == "alphafuse":
+        if cfg.threshold >= 0:
+            hidden_dim, d_n, threshold = None, None, cfg.threshold
+        else:
+            hidden_dim, clip = d_l, False
+    projection = fit_projection(
+        emb, hidden_dim=hidden_dim, d_n=d_n, threshold=threshold, weights=weights, scale=cfg.scale,
+        standardise=cfg.standardise, clip=clip, floor=cfg.eig_floor,
+    )
+    if threshold is not None:
+        log.info(
+            "null space: threshold %g on S (scale %g) -> d_n = %d, d_s = %d",
+            threshold, cfg.scale, projection.d_n, projection.d_s,
+        )
+    return projection
+
+
+def null_space_record(cfg: TrainConfig, projection: Projection | None) -> dict[str, Any] | None:
+    """How the null space was chosen, for the manifest."""
+    if projection is None:
+        return None
+    if cfg.backbone == "dreamrec" and cfg.item_embedding == "alphafuse" and cfg.threshold >= 0:
+        rule: dict[str, Any] = {"rule": "threshold", "threshold": cfg.threshold}
+    elif cfg.item_embedding == "whitened-text":
+        rule = {"rule": "none"}
+    else:
+        rule = {"rule": "dimension"}
+    return {**rule, "scale": projection.scale, "d_s": projection.d_s, "d_n": projection.d_n}
 
 
 def training_windows(sequences: list[list[int]], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,7 +148,7 @@ def training_windows(sequences: list[list[int]], max_len: int) -> tuple[torch.Te
 
 @dataclass
 class TrainResult:
-    model: SequentialRecommender
+    model: Recommender
     prepared: Prepared
     metrics: dict[str, dict[str, float]]
     history: list[dict[str, float]]
@@ -118,9 +161,12 @@ def fit(cfg: TrainConfig, prep: Prepared) -> TrainResult:
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     n = len(prep.item_ids)
-    hidden = prep.projection.output_dim if prep.projection is not None else cfg.hidden_dim
+    if prep.projection is not None:
+        hidden, d_n = prep.projection.output_dim, prep.projection.d_n
+    else:
+        hidden, d_n = cfg.hidden_dim, cfg.d_n
     language = torch.from_numpy(prep.language) if prep.language is not None else None
-    model = build_recommender(cfg.recommender_config(hidden), n, language)
+    model = build_recommender(cfg.recommender_config(hidden, d_n), n, language)
     trainable = [p for p in model.parameters() if p.requires_grad]
     log.info("model: %d trainable parameters", sum(p.numel() for p in trainable))
     opt = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -146,10 +192,14 @@ def fit(cfg: TrainConfig, prep: Prepared) -> TrainResult:
             steps += 1
         record = {"epoch": float(epoch), "loss": total / steps, "train_seconds": time.perf_counter() - t0}
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            if isinstance(model, DreamRec) and cfg.eval_sampling_steps:
+                model.sampling_steps = cfg.eval_sampling_steps  # cheaper validation; restored below
             valid = evaluate_cases(
                 model, prep.split.valid, prep.index, batch_size=cfg.eval_batch_size,
                 mask_history=cfg.mask_history,
             )
+            if isinstance(model, DreamRec):
+                model.sampling_steps = model.cfg.dreamrec.sampling_steps
             record["valid_" + SELECT_METRIC] = valid[SELECT_METRIC]
             if valid[SELECT_METRIC] > best_score:
                 best_score, best_epoch = valid[SELECT_METRIC], epoch
@@ -181,7 +231,8 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     prep = prepare(cfg)
     result = fit(cfg, prep)
     out = Path(cfg.out)
-    version = f"{prep.dataset.name}-{cfg.item_embedding}-{cfg.protocol}-s{cfg.seed}"
+    backbone = "" if cfg.backbone == "sasrec" else f"{cfg.backbone}-"
+    version = f"{prep.dataset.name}-{backbone}{cfg.item_embedding}-{cfg.protocol}-s{cfg.seed}"
     manifest_extra = {
         "model": {"name": MODEL_NAME, "version": version},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -195,6 +246,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
             "identity": prep.encoder_identity, "dim": int(prep.encoder_identity.get("dim", 0)),
             "text_template_version": TEXT_TEMPLATE_VERSION,
         },
+        "null_space": null_space_record(cfg, prep.projection),
         "training": {"best_epoch": result.best_epoch, "seconds": round(result.seconds, 2)},
         "metrics": result.metrics,
     }
