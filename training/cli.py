@@ -108,13 +108,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _serve(Path(cfg.out), args.host, args.port, workers=1)
 
 
-def _serve(artifact: Path, host: str, port: int, workers: int) -> int:
-    try:
-        from service.main import serve
-    except ImportError:
-        log.error("the service is not available in this build; the artifact is at %s", artifact)
-        return 1
-    return serve(artifact, host=host, port=port, workers=workers)
+def _serve(artifact: Path, host: str, port: int, workers: int, **overrides: Any) -> int:
+    from service.main import serve
+
+    return serve(artifact, host=host, port=port, workers=workers, **overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in (("store", args.store), ("index", args.index)) if v is not None}
+    return _serve(Path(args.artifact), args.host, args.port, args.workers, **overrides)
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from service.loadtest import cmd_loadtest as run
+
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--no-serve", action="store_true", help="stop after training")
     demo.set_defaults(func=cmd_demo)
+    srv = sub.add_parser("serve", help="serve an artifact over HTTP (FastAPI + uvicorn)")
+    srv.add_argument("--artifact", required=True, help="artifact directory written by train")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--workers", type=int, default=1, help="worker processes sharing the cold-item store")
+    srv.add_argument("--store", type=Path, default=None, help="cold-item SQLite file (ALPHAFUSE_STORE)")
+    srv.add_argument("--index", choices=["flat", "hnsw"], default=None, help="FAISS index (default flat, exact)")
+    srv.set_defaults(func=cmd_serve)
+
+    from service.loadtest import add_loadtest_args
+
+    lt = sub.add_parser("loadtest", help="bounded async load test of a running service (loopback only)")
+    add_loadtest_args(lt)
+    lt.set_defaults(func=cmd_loadtest)
     return parser
 
 

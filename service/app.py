@@ -1,0 +1,316 @@
+"""The HTTP app: `create_app(settings)` builds it; the lifespan loads the artifact, index, encoder and store.
+
+Nothing heavy happens at import. Routes are thin: they turn the request body into a domain call, and
+domain errors (`service.errors`) become HTTP statuses in one table, `ERROR_STATUS`. All model, index and
+store work runs in one worker thread (`AppState.executor`), so torch/faiss never run twice at once and
+the ranker's in-memory state needs no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from service.batching import MicroBatcher
+from service.errors import (
+    FoldInUnavailable,
+    InvalidRequest,
+    ItemConflict,
+    ItemNotFound,
+    NotReady,
+    Overloaded,
+    ServiceError,
+)
+from service.metrics import MetricsMiddleware, ServiceMetrics
+from service.ranker import NewItem, Query, Ranker, Ranking
+from service.schemas import (
+    ErrorResponse,
+    HealthResponse,
+    ItemResponse,
+    ItemsCreateRequest,
+    ItemsCreateResponse,
+    ModelInfo,
+    ReadyResponse,
+    RecommendRequest,
+    RecommendResponse,
+    ScoredItem,
+)
+from service.settings import ServiceSettings
+from service.store import ItemStore, SQLiteItemStore
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# the one place where domain errors become HTTP statuses (most specific class wins, via the MRO)
+ERROR_STATUS: dict[type[ServiceError], int] = {
+    InvalidRequest: 422,  # includes UnknownItems and InvalidItem
+    ItemConflict: 409,
+    FoldInUnavailable: 409,
+    ItemNotFound: 404,
+    Overloaded: 503,
+    NotReady: 503,
+}
+
+
+def error_status(exc: ServiceError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls]
+    return 500
+
+
+@dataclass
+class AppState:
+    """What the lifespan builds; routes reach it through the `Service` dependency."""
+
+    settings: ServiceSettings
+    metrics: ServiceMetrics
+    ranker: Ranker | None = None
+    store: ItemStore | None = None
+    executor: ThreadPoolExecutor | None = None
+    batcher: MicroBatcher[Query, Ranking] | None = None
+    ready: bool = False
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def model_info(self) -> ModelInfo:
+        assert self.ranker is not None
+        return ModelInfo(name=self.ranker.model_name, version=self.ranker.model_version)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn` in the worker thread (serialised with ranking batches)."""
+        if self.executor is None:
+            raise NotReady("the service is not running")
+        return await asyncio.get_running_loop().run_in_executor(self.executor, partial(fn, *args, **kwargs))
+
+    # --- everything below runs in the worker thread -------------------------------------------------
+
+    def sync(self) -> None:
+        """Fold in other workers' items; a failing store is logged and the cached catalogue served."""
+        assert self.ranker is not None and self.store is not None
+        try:
+            if self.ranker.sync(self.store):
+                self.metrics.set_catalogue(self.ranker.size, self.ranker.num_cold)
+        except Exception:
+            log.exception("item store sync failed; serving the catalogue as last seen")
+
+    def rank_batch(self, queries: list[Query]) -> list[Ranking | ServiceError]:
+        assert self.ranker is not None
+        self.sync()
+        return self.ranker.recommend_many(queries)
+
+    def add_items(self, items: list[NewItem], upsert: bool) -> Any:
+        assert self.ranker is not None and self.store is not None
+        try:
+            return self.ranker.add_items(self.store, items, upsert=upsert)
+        finally:
+            self.metrics.set_catalogue(self.ranker.size, self.ranker.num_cold)
+
+    def get_item(self, item_id: str) -> tuple[dict[str, Any], bool]:
+        assert self.ranker is not None
+        self.sync()
+        return self.ranker.get_item(item_id)
+
+
+def _init_worker_thread(torch_threads: int, faiss_threads: int) -> None:
+    # OpenMP thread counts are per calling thread: set them in the thread that runs torch and faiss
+    import faiss
+    import torch
+
+    torch.set_num_threads(torch_threads)
+    faiss.omp_set_num_threads(faiss_threads)
+
+
+def _load(state: AppState) -> None:
+    """Runs in the worker thread: artifact, index, encoder, store, and the stored cold items."""
+    s = state.settings
+    ranker = Ranker.load(
+        s.artifact, verify_checksums=s.verify_checksums, encoder_preload=s.encoder_preload,
+        encoder_base_url=s.encoder_base_url, index=s.index, hnsw_m=s.hnsw_m,
+        hnsw_ef_construction=s.hnsw_ef_construction, hnsw_ef_search=s.hnsw_ef_search, cold_id=s.cold_id,
+        max_k=s.max_k, max_items_per_add=s.max_items_per_request,
+    )
+    store = SQLiteItemStore(s.store, ranker.version)
+    stale = store.other_versions()
+    if stale:
+        log.warning(
+            "item store %s holds cold items of other model versions, not served by %s: %s",
+            s.store, ranker.version, stale,
+        )
+    ranker.sync(store)
+    state.ranker, state.store = ranker, store
+    state.metrics.set_catalogue(ranker.size, ranker.num_cold)
+
+
+async def _sync_forever(state: AppState) -> None:
+    while True:
+        await asyncio.sleep(state.settings.sync_interval_s)
+        await state.run(state.sync)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: AppState = app.state.service
+    s = state.settings
+    state.executor = ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="alphafuse-ranker", initializer=_init_worker_thread,
+        initargs=(s.torch_threads, s.faiss_threads),
+    )
+    try:
+        await state.run(_load, state)
+        assert state.ranker is not None
+        state.batcher = MicroBatcher(
+            state.rank_batch, state.executor, max_batch=s.max_batch, max_wait_ms=s.max_wait_ms,
+            max_queue=s.max_queue, on_batch=state.metrics.observe_batch,
+        )
+        state.batcher.start()
+        state.tasks.append(asyncio.get_running_loop().create_task(_sync_forever(state), name="store-sync"))
+        state.ready = True
+        log.info(
+            "ready: model %s, %d items (%d cold), %s index, store %s", state.ranker.version, state.ranker.size,
+            state.ranker.num_cold, s.index, s.store,
+        )
+        yield
+    finally:
+        state.ready = False
+        for task in state.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        state.tasks.clear()
+        if state.batcher is not None:
+            await state.batcher.stop()
+        state.executor.shutdown(wait=True)
+        state.executor = None
+        if state.store is not None:
+            state.store.close()
+
+
+# ------------------------------------------------------------------------------------------------------
+# dependencies
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.service
+
+
+def get_ready_state(state: Annotated[AppState, Depends(get_state)]) -> AppState:
+    if not state.ready or state.ranker is None:
+        raise NotReady("the model is not loaded")
+    return state
+
+
+Service = Annotated[AppState, Depends(get_ready_state)]
+AnyState = Annotated[AppState, Depends(get_state)]
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": desc}
+    for code, desc in (
+        (404, "unknown item"), (409, "conflict with existing items or the model"),
+        (422, "invalid request (the detail names the problem)"), (503, "not ready or overloaded"),
+    )
+}
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    status = error_status(exc)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+
+# ------------------------------------------------------------------------------------------------------
+# routes
+
+
+async def recommend(body: RecommendRequest, svc: Service) -> RecommendResponse:
+    assert svc.batcher is not None
+    ranking = await svc.batcher.submit(
+        Query(
+            history=body.history, k=body.k, exclude_history=body.exclude_history, allow=body.allow,
+            deny=body.deny, ignore_unknown=body.ignore_unknown,
+        )
+    )
+    return RecommendResponse(
+        items=[ScoredItem(item_id=i, score=s) for i, s in ranking.items], model=svc.model_info,
+        ignored=ranking.ignored, truncated=ranking.truncated,
+    )
+
+
+async def add_items(body: ItemsCreateRequest, svc: Service) -> ItemsCreateResponse:
+    items = [NewItem(it.item_id, it.record(), it.embedding) for it in body.items]
+    added = await svc.run(svc.add_items, items, body.upsert)
+    return ItemsCreateResponse(
+        items=[ItemResponse(item_id=a.item_id, record=a.record, cold=True) for a in added],
+        replaced=[a.item_id for a in added if a.replaced], model=svc.model_info,
+    )
+
+
+async def get_item(item_id: str, svc: Service) -> ItemResponse:
+    record, cold = await svc.run(svc.get_item, item_id)
+    return ItemResponse(item_id=item_id, record=record, cold=cold)
+
+
+async def healthz() -> HealthResponse:
+    return HealthResponse(status="ok")
+
+
+async def readyz(state: AnyState, response: Response) -> ReadyResponse:
+    if not state.ready or state.ranker is None:
+        response.status_code = 503
+        return ReadyResponse(status="loading", pid=os.getpid())
+    r = state.ranker
+    return ReadyResponse(
+        status="ready", model=state.model_info, items=r.size, cold_items=r.num_cold, index=state.settings.index,
+        pid=os.getpid(),
+    )
+
+
+async def metrics(state: AnyState) -> Response:
+    return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    """The app for `settings` (default: read from `ALPHAFUSE_*` environment variables)."""
+    settings = settings if settings is not None else ServiceSettings()  # type: ignore[call-arg]
+    app = FastAPI(
+        title="AlphaFuse recommender",
+        summary="Next-item recommendations from a trained AlphaFuse artifact, with cold items folded in from text",
+        lifespan=lifespan,
+    )
+    app.state.service = AppState(settings=settings, metrics=ServiceMetrics())
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.service.metrics)
+    app.add_api_route(
+        "/recommend", recommend, methods=["POST"], response_model=RecommendResponse, responses=ERRORS,
+        summary="Top-k items for a history", tags=["recommend"],
+    )
+    app.add_api_route(
+        "/items", add_items, methods=["POST"], status_code=201, response_model=ItemsCreateResponse,
+        responses=ERRORS, summary="Add cold items (durable before 201)", tags=["items"],
+    )
+    app.add_api_route(
+        "/items/{item_id:path}", get_item, methods=["GET"], response_model=ItemResponse, responses=ERRORS,
+        summary="A trained or cold item's record", tags=["items"],
+    )
+    app.add_api_route("/healthz", healthz, methods=["GET"], response_model=HealthResponse, tags=["ops"],
+                      summary="Alive (no dependencies checked)")
+    app.add_api_route(
+        "/readyz", readyz, methods=["GET"], response_model=ReadyResponse, tags=["ops"],
+        responses={503: {"model": ReadyResponse, "description": "model not loaded"}},
+        summary="Ready to serve (model and index loaded)",
+    )
+    app.add_api_route("/metrics", metrics, methods=["GET"], tags=["ops"], summary="Prometheus metrics",
+                      response_class=Response)
+    return app

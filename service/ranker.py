@@ -1,0 +1,579 @@
+"""The ranker: a loaded artifact + a FAISS index over its item vectors + the cold items folded in. No HTTP.
+
+Scores are exactly the offline ones (`training.evaluate.case_scores`): the user vector comes from the
+same `encode_with_table` over the same left-padded, window-truncated history, and the index holds the
+same `item_vectors()` rows (L2-normalised when the model was trained with cosine similarity).
+
+Cold items (METHOD.md section 1): text -> `item_text` -> the artifact's encoder -> `projection.apply`
+-> language coordinates z (k,) -> fused `x = z + [0_{d_s}, v0]`, v0 = zeros or the mean trained ID. The
+raw x is appended to the input table (so a cold item can appear inside a history) and its normalised
+form to the index. The in-memory state is a cache of an `ItemStore`: `sync(store)` folds in every row
+with a sequence number above the last one seen, which is how all workers converge.
+
+Not thread-safe: the service calls every method from one worker thread (see `service.batching`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from model.artifact import MODEL_FILE, PROJECTION_FILE, Artifact, load_artifact
+from model.item_embeddings import AlphaFuseEmbedding
+from service.errors import (
+    FoldInUnavailable,
+    InvalidItem,
+    InvalidRequest,
+    ItemConflict,
+    ItemNotFound,
+    ServiceError,
+    UnknownItems,
+)
+from service.store import ItemStore, StoredItem
+from training.encoders import TEXT_TEMPLATE_VERSION, TextEncoder, encoder_from_identity, item_text
+from training.evaluate import pad_histories
+
+log = logging.getLogger(__name__)
+
+IndexKind = Literal["flat", "hnsw"]
+EXACT_FETCH_MIN = 1024  # a query needing more index results than this (and > 1/4 of the items) is scanned
+ColdId = Literal["zeros", "mean"]
+
+
+@dataclass(frozen=True)
+class Query:
+    """One recommendation request. Ids are item ids (trained or cold), oldest first."""
+
+    history: Sequence[str]
+    k: int = 10
+    exclude_history: bool = True  # history items are not recommended back
+    allow: Sequence[str] | None = None  # rank only these items (exact scores)
+    deny: Sequence[str] | None = None  # never return these items
+    ignore_unknown: bool = False  # skip unknown ids (reported in `Ranking.ignored`) instead of failing
+
+
+@dataclass(frozen=True)
+class Ranking:
+    items: list[tuple[str, float]]  # (item id, score), best first
+    ignored: list[str] = field(default_factory=list)  # unknown ids skipped (ignore_unknown)
+    truncated: bool = False  # the history was longer than the model's window: only the latest were used
+
+
+@dataclass(frozen=True)
+class NewItem:
+    item_id: str
+    record: dict[str, Any]  # text fields (title, categories, brand, description ...)
+    embedding: Sequence[float] | None = None  # raw encoder output (d_l,) used instead of encoding the text
+
+
+@dataclass(frozen=True)
+class AddedItem:
+    item_id: str
+    record: dict[str, Any]
+    replaced: bool  # an existing cold item was replaced (upsert)
+    seq: int
+
+
+def artifact_version(artifact: Artifact, cold_id: ColdId) -> str:
+    """`<model version>+<digest>`: the digest covers everything a cold item's vector depends on (model and
+    projection files, encoder identity, text template, cold-ID rule), so stored vectors are never served
+    by a model they were not computed for."""
+    files = artifact.manifest.get("files", {})
+    encoder = artifact.manifest.get("encoder") or {}
+    payload = {
+        "model": files.get(MODEL_FILE, {}).get("sha256"),
+        "projection": files.get(PROJECTION_FILE, {}).get("sha256"),
+        "encoder": encoder.get("identity"),
+        "text_template_version": encoder.get("text_template_version"),
+        "cold_id": cold_id,
+    }
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    version = (artifact.manifest.get("model") or {}).get("version", "unversioned")
+    return f"{version}+{digest}"
+
+
+class Ranker:
+    def __init__(
+        self,
+        artifact: Artifact,
+        *,
+        index: IndexKind = "flat",
+        hnsw_m: int = 32,
+        hnsw_ef_construction: int = 200,
+        hnsw_ef_search: int = 128,
+        cold_id: ColdId = "zeros",
+        max_k: int = 1000,
+        max_items_per_add: int = 256,
+        encoder: TextEncoder | None = None,
+        encoder_factory: Callable[[], TextEncoder] | None = None,
+    ) -> None:
+        """`encoder` (or a lazy `encoder_factory`) encodes new items' text; without either, items need an
+        `embedding`. Use `Ranker.load` to build one from an artifact directory with its own encoder."""
+        if cold_id not in ("zeros", "mean"):
+            raise ValueError(f"cold_id must be 'zeros' or 'mean', got {cold_id!r}")
+        if index not in ("flat", "hnsw"):
+            raise ValueError(f"index must be 'flat' or 'hnsw', got {index!r}")
+        self.artifact = artifact
+        self.model = artifact.model.eval()
+        self.cfg = artifact.config
+        self.projection = artifact.projection
+        self.cold_id: ColdId = cold_id
+        self.max_k = max_k
+        self.max_items_per_add = max_items_per_add
+        self.version = artifact_version(artifact, cold_id)
+        model_info = artifact.manifest.get("model") or {}
+        self.model_name = str(model_info.get("name", "alphafuse"))
+        self.model_version = str(model_info.get("version", "unversioned"))
+        self._encoder = encoder
+        self._encoder_factory = encoder_factory
+        self._index_kind: IndexKind = index
+        self._hnsw = (hnsw_m, hnsw_ef_construction, hnsw_ef_search)
+
+        with torch.no_grad():
+            table = self.model.items().detach().to(torch.float32)  # (N + 1, D), row 0 = padding
+            vectors = self.model.item_vectors().detach().to(torch.float32).numpy()  # (N, D)
+        self.dim = int(table.shape[1])
+        self.num_trained = int(table.shape[0] - 1)
+        self._ids: list[str] = list(artifact.item_ids)  # row r (1-based) -> ids[r - 1]
+        self._row: dict[str, int] = {iid: r + 1 for r, iid in enumerate(self._ids)}
+        self._cold_records: dict[str, dict[str, Any]] = {}
+        # growable buffers: appending a cold item is amortised O(D), not a copy of the table
+        self._table_buf = table  # (capacity + 1, D) input table
+        self._vec_buf = np.ascontiguousarray(vectors, dtype=np.float32)  # (capacity, D) indexed vectors
+        self._label_row = np.arange(1, self.num_trained + 1, dtype=np.int64)  # FAISS label -> row, 0 = dead
+        self._row_label = np.arange(self.num_trained + 1, dtype=np.int64) - 1  # row -> live label
+        self._dead: list[int] = []
+        self._selector: Any = None  # keeps the faiss selector objects alive between searches
+        self.last_seq = 0
+        self._v0 = self._cold_id_vector()
+        self._index = self._build_index(self._vec_buf[: self.size])
+
+    # ------------------------------------------------------------------------------------------------
+    # construction
+
+    @classmethod
+    def load(
+        cls,
+        path: Path,
+        *,
+        verify_checksums: bool = True,
+        encoder_preload: bool = True,
+        encoder_base_url: str | None = None,
+        **kwargs: Any,
+    ) -> Ranker:
+        """Load an artifact and the encoder named in its manifest (now, or on the first text item)."""
+        artifact = load_artifact(path, verify_checksums=verify_checksums)
+        enc = artifact.manifest.get("encoder") or {}
+        identity = artifact.encoder_identity
+        factory: Callable[[], TextEncoder] | None = None
+        if artifact.projection is not None and identity is not None:
+            template = enc.get("text_template_version")
+            if identity.get("kind") == "precomputed":
+                log.info("artifact encoder is a precomputed matrix: new items need an `embedding`")
+            elif template != TEXT_TEMPLATE_VERSION:
+                log.warning(
+                    "artifact text template v%s != this code's v%s: new items need an `embedding`",
+                    template, TEXT_TEMPLATE_VERSION,
+                )
+            else:
+                def factory() -> TextEncoder:
+                    return encoder_from_identity(identity, base_url=encoder_base_url)
+        ranker = cls(artifact, encoder_factory=factory, **kwargs)
+        if encoder_preload and factory is not None:
+            ranker._text_encoder()
+        return ranker
+
+    def _cold_id_vector(self) -> np.ndarray | None:
+        """v0 on the last d_n coordinates, or None when the model has no ID part to add to."""
+        items = self.model.items
+        if not isinstance(items, AlphaFuseEmbedding):
+            if self.projection is not None:
+                log.warning(
+                    "item_embedding %r is not alphafuse: cold items get their language coordinates only",
+                    self.cfg.item_embedding,
+                )
+            return None
+        v0 = np.zeros(self.dim, dtype=np.float32)
+        if self.cold_id == "mean" and items.d_n > 0:
+            v0[items.d_s :] = items.ids.detach().to(torch.float32).mean(0).numpy()
+        return v0
+
+    def _build_index(self, vectors: np.ndarray) -> faiss.Index:
+        if self._index_kind == "flat":
+            index: faiss.Index = faiss.IndexFlatIP(self.dim)
+        else:
+            m, ef_construction, _ = self._hnsw
+            index = faiss.IndexHNSWFlat(self.dim, m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = ef_construction
+        if len(vectors):
+            index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        return index
+
+    # ------------------------------------------------------------------------------------------------
+    # catalogue
+
+    @property
+    def size(self) -> int:
+        """Items that can be recommended: trained + cold."""
+        return len(self._ids)
+
+    @property
+    def num_cold(self) -> int:
+        return len(self._cold_records)
+
+    @property
+    def max_len(self) -> int:
+        return self.cfg.sasrec.max_len
+
+    @property
+    def table(self) -> torch.Tensor:
+        """(size + 1, D) input table: row 0 padding, trained rows, then cold rows (raw fused x)."""
+        return self._table_buf[: self.size + 1]
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """(size, D) the vectors ranked by inner product; row i is item row i + 1."""
+        return self._vec_buf[: self.size]
+
+    def item_ids(self) -> list[str]:
+        return list(self._ids)
+
+    def get_item(self, item_id: str) -> tuple[dict[str, Any], bool]:
+        """(record, is_cold) of a trained or cold item; ItemNotFound otherwise."""
+        row = self._row.get(item_id)
+        if row is None:
+            raise ItemNotFound(item_id)
+        if row <= self.num_trained:
+            return dict(self.artifact.item_records[row - 1]), False
+        return dict(self._cold_records[item_id]), True
+
+    # ------------------------------------------------------------------------------------------------
+    # ranking
+
+    def recommend(self, query: Query) -> Ranking:
+        out = self.recommend_many([query])[0]
+        if isinstance(out, ServiceError):
+            raise out
+        return out
+
+    def recommend_many(self, queries: Sequence[Query]) -> list[Ranking | ServiceError]:
+        """Rank a batch: one model call and at most one FAISS search. A query that cannot be served gets
+        its error in its own slot; the others are unaffected."""
+        results: list[Ranking | ServiceError | None] = [None] * len(queries)
+        plans: list[tuple[int, _Plan]] = []
+        for i, q in enumerate(queries):
+            try:
+                plans.append((i, self._plan(q)))
+            except ServiceError as e:
+                results[i] = e
+        if plans:
+            histories = [p.history for _, p in plans]
+            with torch.inference_mode():
+                users = self.model.encode_with_table(pad_histories(histories, self.max_len), self.table)
+            users_np = np.ascontiguousarray(users.numpy(), dtype=np.float32)  # (B, D)
+            searched = [(b, i, p) for b, (i, p) in enumerate(plans) if not self._is_exact(p)]
+            if searched:
+                fetch = max(p.k + len(p.exclude) for _, _, p in searched)
+                scores, labels = self._search(users_np[[b for b, _, _ in searched]], fetch)
+                for row, (_, i, p) in enumerate(searched):
+                    results[i] = self._ranking(p, self._trim(scores[row], labels[row], p))
+            for b, (i, p) in enumerate(plans):
+                if self._is_exact(p):
+                    results[i] = self._ranking(p, self._exact(users_np[b], p))
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+    def _plan(self, q: Query) -> _Plan:
+        if not q.history:
+            raise InvalidRequest("history is empty: give at least one item id")
+        if not 1 <= q.k <= min(self.max_k, self.size):
+            raise InvalidRequest(
+                f"k={q.k} is out of range: must be between 1 and {min(self.max_k, self.size)} "
+                f"(catalogue size {self.size}, max_k {self.max_k})"
+            )
+        ignored: list[str] = []
+        history: list[int] = []
+        unknown_history: list[str] = []
+        for iid in q.history:
+            row = self._row.get(iid)
+            if row is None:
+                unknown_history.append(iid)
+            else:
+                history.append(row)
+        allow = self._resolve(q.allow, "allow", q.ignore_unknown, ignored)
+        deny = self._resolve(q.deny, "deny", q.ignore_unknown, ignored)
+        if unknown_history:
+            if not q.ignore_unknown:
+                raise UnknownItems(list(dict.fromkeys(unknown_history)))
+            ignored[:0] = list(dict.fromkeys(unknown_history))
+        if not history:
+            raise InvalidRequest(
+                f"none of the {len(q.history)} history item ids is known ({len(unknown_history)} ignored): "
+                "nothing to recommend from"
+            )
+        exclude = set(deny or ())
+        if q.exclude_history:
+            exclude.update(history)
+        return _Plan(
+            history=history, k=q.k, exclude=exclude, allow=allow,
+            ignored=list(dict.fromkeys(ignored)), truncated=len(history) > self.max_len,
+        )
+
+    def _resolve(self, ids: Sequence[str] | None, where: str, ignore: bool, ignored: list[str]) -> list[int] | None:
+        if ids is None:
+            return None
+        rows, unknown = [], []
+        for iid in ids:
+            row = self._row.get(iid)
+            if row is None:
+                unknown.append(iid)
+            else:
+                rows.append(row)
+        if unknown:
+            if not ignore:
+                raise UnknownItems(list(dict.fromkeys(unknown)), where)
+            ignored.extend(unknown)
+        return list(dict.fromkeys(rows))
+
+    def _ranking(self, p: _Plan, rows: list[tuple[int, float]]) -> Ranking:
+        return Ranking([(self._ids[r - 1], s) for r, s in rows], p.ignored, p.truncated)
+
+    def _search(self, users: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-`fetch` (scores, labels) per row; dead labels (replaced cold items) are filtered by FAISS."""
+        fetch = max(1, min(fetch, self._index.ntotal))
+        params: Any = None
+        if self._index_kind == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=max(self._hnsw[2], fetch))  # type: ignore[attr-defined]
+            if self._selector is not None:
+                params.sel = self._selector[0]
+        elif self._selector is not None:
+            params = faiss.SearchParameters(sel=self._selector[0])  # type: ignore[call-arg]
+        return self._index.search(users, fetch, params=params)
+
+    def _trim(self, scores: np.ndarray, labels: np.ndarray, p: _Plan) -> list[tuple[int, float]]:
+        out: list[tuple[int, float]] = []
+        for score, label in zip(scores.tolist(), labels.tolist(), strict=True):
+            if label < 0:
+                continue
+            row = int(self._label_row[label])
+            if row == 0 or row in p.exclude:
+                continue
+            out.append((row, float(score)))
+            if len(out) == p.k:
+                break
+        return out
+
+    def _is_exact(self, p: _Plan) -> bool:
+        """Allow-lists are scored directly; so are queries that would make the index fetch a large share of
+        the catalogue (long deny lists), where a full scan is cheaper and exact."""
+        return p.allow is not None or p.k + len(p.exclude) > max(EXACT_FETCH_MIN, self.size // 4)
+
+    def _exact(self, user: np.ndarray, p: _Plan) -> list[tuple[int, float]]:
+        if p.allow is not None:
+            rows = np.array([r for r in p.allow if r not in p.exclude], dtype=np.int64)
+        else:
+            keep = np.ones(self.size + 1, dtype=bool)
+            keep[0] = False
+            keep[list(p.exclude)] = False
+            rows = np.flatnonzero(keep)
+        if len(rows) == 0:
+            return []
+        scores = self._vec_buf[rows - 1] @ user  # (A,)
+        top = np.argpartition(-scores, p.k - 1)[: p.k] if len(rows) > p.k else np.arange(len(rows))
+        order = top[np.argsort(-scores[top], kind="stable")]
+        return [(int(rows[j]), float(scores[j])) for j in order]
+
+    # ------------------------------------------------------------------------------------------------
+    # cold items
+
+    def fold_in(self, items: Sequence[NewItem]) -> np.ndarray:
+        """(n, D) float32 fused input vectors `x = z + [0_{d_s}, v0]` for new items; nothing is changed."""
+        if self.projection is None:
+            raise FoldInUnavailable(
+                f"this model (item_embedding {self.cfg.item_embedding!r}) has no language projection: "
+                "new items cannot be folded in; retrain with item_embedding 'alphafuse'"
+            )
+        d_l = self.projection.input_dim
+        emb = np.zeros((len(items), d_l), dtype=np.float64)
+        texts: list[tuple[int, str]] = []
+        for i, it in enumerate(items):
+            if it.embedding is not None:
+                e = np.asarray(it.embedding, dtype=np.float64)
+                if e.shape != (d_l,):
+                    raise InvalidItem(
+                        f"item {it.item_id!r}: embedding has {e.size} values, the model's encoder has {d_l}"
+                    )
+                if not np.isfinite(e).all():
+                    raise InvalidItem(f"item {it.item_id!r}: embedding contains NaN or inf")
+                emb[i] = e
+                continue
+            try:
+                text = item_text(it.record)
+            except ValueError as e:
+                raise InvalidItem(f"item {it.item_id!r}: {e}") from e
+            if not text:
+                raise InvalidItem(
+                    f"item {it.item_id!r} has no text (title, categories, genres, brand, description, year) "
+                    "and no embedding"
+                )
+            texts.append((i, text))
+        if texts:
+            encoded = self._text_encoder().encode([t for _, t in texts])  # (T, d_l) float32
+            emb[[i for i, _ in texts]] = encoded
+        z = self.projection.apply(emb).astype(np.float32)  # (n, k): float32 like the model's language buffer
+        # the same float32 sum as AlphaFuseEmbedding.forward: language + pad(ids)
+        return z if self._v0 is None else z + self._v0
+
+    def _text_encoder(self) -> TextEncoder:
+        if self._encoder is None:
+            if self._encoder_factory is None:
+                enc = self.artifact.manifest.get("encoder") or {}
+                raise InvalidItem(
+                    f"this model's encoder ({(enc.get('identity') or {}).get('kind')!r}, text template "
+                    f"v{enc.get('text_template_version')}) cannot encode text here: give each new item an "
+                    f"`embedding` of {self.projection.input_dim if self.projection else '?'} floats"
+                )
+            self._encoder = self._encoder_factory()
+            log.info("loaded text encoder %s", self._encoder.identity.get("name", self._encoder.identity))
+        return self._encoder
+
+    def add_items(self, store: ItemStore, items: Sequence[NewItem], *, upsert: bool = False) -> list[AddedItem]:
+        """Validate, fold in, commit to the store (durable on return), then serve them."""
+        if not items:
+            raise InvalidRequest("no items given")
+        if len(items) > self.max_items_per_add:
+            raise InvalidRequest(f"{len(items)} items in one request; at most {self.max_items_per_add}")
+        ids = [it.item_id for it in items]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise InvalidRequest(f"duplicate item ids in the request: {', '.join(repr(i) for i in dup)}")
+        self.sync(store)  # see other workers' items before deciding what exists
+        trained = [i for i in ids if self._row.get(i, self.size + 1) <= self.num_trained]
+        if trained:
+            raise ItemConflict(
+                f"trained catalogue items cannot be added or replaced: {', '.join(repr(i) for i in trained)}",
+                trained,
+            )
+        existing = [i for i in ids if i in self._cold_records]
+        if existing and not upsert:
+            raise ItemConflict(
+                f"cold items already exist: {', '.join(repr(i) for i in existing)}; pass upsert=true to "
+                "replace them",
+                existing,
+            )
+        vectors = self.fold_in(items)
+        rows = [StoredItem(it.item_id, dict(it.record), vectors[n]) for n, it in enumerate(items)]
+        seqs = store.add(rows, upsert=upsert)  # committed here; raises ItemConflict on a race
+        self.sync(store)
+        replaced = set(existing)
+        return [
+            AddedItem(it.item_id, dict(it.record), it.item_id in replaced, s)
+            for it, s in zip(items, seqs, strict=True)
+        ]
+
+    def sync(self, store: ItemStore) -> int:
+        """Fold in the store's rows newer than the last seen; returns how many were applied."""
+        rows = store.changes_since(self.last_seq)
+        if rows:
+            self.apply(rows)
+        return len(rows)
+
+    def apply(self, rows: Sequence[StoredItem]) -> None:
+        """Serve stored cold items (new ones appended, existing ones replaced), in sequence order."""
+        latest: dict[str, StoredItem] = {}
+        for r in sorted(rows, key=lambda r: r.seq):
+            self.last_seq = max(self.last_seq, r.seq)
+            if r.item_id in self._row and self._row[r.item_id] <= self.num_trained:
+                log.warning("stored cold item %r shadows a trained item; ignored", r.item_id)
+            elif r.vector.shape != (self.dim,):
+                log.warning("stored cold item %r has %s values, model dim %d; ignored", r.item_id, r.vector.shape,
+                            self.dim)
+            else:
+                latest.pop(r.item_id, None)
+                latest[r.item_id] = r
+        if not latest:
+            return
+        x = torch.from_numpy(np.stack([r.vector for r in latest.values()]).astype(np.float32))  # (n, D)
+        # exactly as SequentialRecommender.item_vectors: normalised only for cosine similarity
+        v = (F.normalize(x, dim=-1) if self.cfg.similarity == "cosine" else x).numpy()
+        rows_out = []
+        for r in latest.values():
+            row = self._row.get(r.item_id)
+            if row is None:
+                row = len(self._ids) + 1
+                self._ids.append(r.item_id)
+                self._row[r.item_id] = row
+            else:
+                self._dead.append(int(self._row_label[row]))
+                self._label_row[self._row_label[row]] = 0
+            self._cold_records[r.item_id] = dict(r.record)
+            rows_out.append(row)
+        self._grow(self.size)
+        rows_arr = np.array(rows_out, dtype=np.int64)
+        self._table_buf[torch.from_numpy(rows_arr)] = x
+        self._vec_buf[rows_arr - 1] = v
+        if len(self._dead) > max(256, self._index.ntotal // 4):
+            self._rebuild()
+        else:
+            first = self._index.ntotal
+            self._index.add(np.ascontiguousarray(v))
+            labels = np.arange(first, first + len(rows_arr), dtype=np.int64)
+            self._label_row = np.concatenate([self._label_row, rows_arr])
+            self._row_label[rows_arr] = labels
+            self._refresh_selector()
+        log.info("folded in %d cold items (catalogue %d, cold %d, seq %d)", len(latest), self.size,
+                 self.num_cold, self.last_seq)
+
+    def _grow(self, size: int) -> None:
+        cap = self._vec_buf.shape[0]  # invariant: len(_row_label) == cap + 1
+        if size <= cap:
+            return
+        new_cap = max(size, int(cap * 1.5) + 16)
+        table = torch.zeros(new_cap + 1, self.dim, dtype=torch.float32)
+        table[: cap + 1] = self._table_buf
+        vec = np.zeros((new_cap, self.dim), dtype=np.float32)
+        vec[:cap] = self._vec_buf
+        self._table_buf, self._vec_buf = table, vec
+        self._row_label = np.concatenate(
+            [self._row_label, np.full(new_cap + 1 - len(self._row_label), -1, dtype=np.int64)]
+        )
+
+    def _rebuild(self) -> None:
+        """Rebuild the index without dead labels; label = row - 1 again."""
+        self._index = self._build_index(self.vectors)
+        self._label_row = np.arange(1, self.size + 1, dtype=np.int64)
+        self._row_label[: self.size + 1] = np.arange(self.size + 1, dtype=np.int64) - 1
+        self._dead = []
+        self._refresh_selector()
+        log.info("rebuilt the %s index over %d items", self._index_kind, self.size)
+
+    def _refresh_selector(self) -> None:
+        if not self._dead:
+            self._selector = None
+            return
+        inner = faiss.IDSelectorBatch(np.array(self._dead, dtype=np.int64))
+        self._selector = (faiss.IDSelectorNot(inner), inner)
+
+    def row_of(self, item_id: str) -> int:
+        """1-based input-table row of an item (for tests and offline comparisons)."""
+        return self._row[item_id]
+
+
+@dataclass
+class _Plan:
+    history: list[int]  # 1-based rows, oldest first
+    k: int
+    exclude: set[int]
+    allow: list[int] | None
+    ignored: list[str]
+    truncated: bool

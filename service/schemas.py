@@ -1,0 +1,113 @@
+"""Request and response bodies of the HTTP API, named by role. Unknown fields are rejected (a typo in
+an option must not silently fall back to its default)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ItemId = Annotated[str, Field(min_length=1, max_length=512)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+MAX_HISTORY = 1000  # ids accepted in one history (only the model's window is used)
+MAX_FILTER_IDS = 10_000  # ids accepted in one allow / deny list
+MAX_EMBEDDING_DIM = 16_384  # floats in one precomputed embedding (the model's encoder dim is checked later)
+MAX_ITEMS_HARD = 10_000  # parse-time cap; the `max_items_per_request` setting is the real limit
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecommendRequest(_Strict):
+    history: list[ItemId] = Field(
+        min_length=1, max_length=MAX_HISTORY,
+        description="item ids the user interacted with, oldest first (trained or cold items); only the "
+        "latest `window` are used",
+    )
+    k: int = Field(default=10, ge=1, description="how many items to return (at most the catalogue size)")
+    exclude_history: bool = Field(default=True, description="never recommend items of the history")
+    ignore_unknown: bool = Field(
+        default=False, description="skip unknown ids (listed in `ignored`) instead of answering 422"
+    )
+    allow: list[ItemId] | None = Field(
+        default=None, max_length=MAX_FILTER_IDS, description="rank only these items (exact scores)"
+    )
+    deny: list[ItemId] | None = Field(
+        default=None, max_length=MAX_FILTER_IDS, description="never return these items"
+    )
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float = Field(description="inner product of user and item vectors (cosine if trained so)")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+
+
+class RecommendResponse(BaseModel):
+    items: list[ScoredItem]
+    model: ModelInfo
+    ignored: list[str] = Field(default_factory=list, description="unknown ids skipped (ignore_unknown)")
+    truncated: bool = Field(default=False, description="the history was longer than the model's window")
+
+
+class ItemCreate(_Strict):
+    """A new (cold) item. Its vector comes from its text via the model's encoder, or from `embedding`."""
+
+    item_id: ItemId
+    title: str | None = None
+    year: int | str | None = None
+    categories: list[str] | None = None
+    genres: list[str] | None = None
+    brand: str | None = None
+    description: str | list[str] | None = None
+    embedding: list[FiniteFloat] | None = Field(
+        default=None, max_length=MAX_EMBEDDING_DIM,
+        description="the raw output of the model's text encoder for this item; used instead of encoding the "
+        "text (required when the model was trained on precomputed embeddings)",
+    )
+
+    def record(self) -> dict[str, Any]:
+        """The text fields that were given (what `item_text` reads and GET /items returns)."""
+        return self.model_dump(exclude={"item_id", "embedding"}, exclude_none=True)
+
+
+class ItemsCreateRequest(_Strict):
+    items: list[ItemCreate] = Field(
+        min_length=1, max_length=MAX_ITEMS_HARD, description="new items (at most `max_items_per_request`)"
+    )
+    upsert: bool = Field(default=False, description="replace existing cold items with the same id")
+
+
+class ItemResponse(BaseModel):
+    item_id: str
+    record: dict[str, Any]
+    cold: bool = Field(description="added after training (folded in from text) rather than trained")
+
+
+class ItemsCreateResponse(BaseModel):
+    items: list[ItemResponse]
+    replaced: list[str] = Field(default_factory=list, description="ids of cold items replaced (upsert)")
+    model: ModelInfo
+
+
+class HealthResponse(BaseModel):
+    status: str
+
+
+class ReadyResponse(BaseModel):
+    status: str
+    model: ModelInfo | None = None
+    items: int = 0
+    cold_items: int = 0
+    index: str | None = None
+    pid: int = Field(description="process id of the worker that answered (several workers share a port)")
+
+
+class ErrorResponse(BaseModel):
+    detail: str

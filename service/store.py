@@ -1,0 +1,215 @@
+"""Durable storage of cold items (items added after training), the source of truth for every worker.
+
+Each worker process holds the model, an input table and a FAISS index in memory; the store is what
+those in-memory copies are a cache of. A worker folds in what it has not seen yet by asking for
+`changes_since(last_seq)` before it serves a request (one indexed query, a few tens of microseconds)
+and on a timer, so an item added through any worker is served by every worker on its next request.
+
+Contract of an `ItemStore` (what a Postgres implementation for several replicas must also honour):
+
+- `add(items, upsert)` writes all items in ONE transaction that is durable when it returns (the HTTP
+  201 is sent after it); an existing id raises `ItemConflict` unless `upsert`, in which case the row
+  is replaced and gets a new sequence number. Returns the assigned sequence numbers.
+- sequence numbers increase strictly in COMMIT order, so a reader that has seen everything up to `s`
+  never misses a row by asking for `seq > s` later. SQLite serialises writers, so AUTOINCREMENT gives
+  this for free. In Postgres a plain BIGSERIAL does not (a transaction holding seq 9 can commit after
+  one holding seq 10): take the number from a one-row counter table updated inside the same
+  transaction (or hold `LOCK TABLE ... IN SHARE ROW EXCLUSIVE MODE` while inserting), and optionally
+  NOTIFY so replicas need not poll.
+- rows are scoped to one `artifact_version`: a vector is only valid for the model, projection, encoder
+  and cold-ID rule it was computed with; rows of other versions stay stored but are not served.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from service.errors import ItemConflict
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    item_id: str
+    record: dict[str, Any]  # the text fields, as posted
+    vector: np.ndarray  # (D,) float32: the fused input vector x = z + [0, v0] (not normalised)
+    seq: int = 0  # assigned by the store; 0 before it is stored
+    created_at: str = ""  # ISO 8601 UTC, assigned by the store
+
+
+class ItemStore(Protocol):
+    """Cold items of one artifact version; see the module docstring for the contract."""
+
+    def add(self, items: Sequence[StoredItem], *, upsert: bool = False) -> list[int]: ...
+
+    def get(self, item_id: str) -> StoredItem | None: ...
+
+    def changes_since(self, seq: int) -> list[StoredItem]: ...
+
+    def count(self) -> int: ...
+
+    def other_versions(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cold_items (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, increases in commit order
+    artifact_version TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    record TEXT NOT NULL,                   -- JSON object of text fields
+    vector BLOB NOT NULL,                   -- float32 little-endian, D values
+    created_at TEXT NOT NULL,
+    UNIQUE (artifact_version, item_id)
+);
+CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class SQLiteItemStore:
+    """`ItemStore` in one SQLite file (WAL, synchronous=FULL): safe for several processes on one host.
+
+    One connection per instance, guarded by a lock (the service calls it from one worker thread, but
+    the lifespan opens and closes it from another).
+    """
+
+    def __init__(self, path: Path | str, artifact_version: str, *, timeout_s: float = 10.0) -> None:
+        self.path = Path(path)
+        self.artifact_version = artifact_version
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so one POST is exactly one transaction
+        self._conn = sqlite3.connect(
+            self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
+            self._conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+            self._conn.executescript(_SCHEMA)
+            self._check_schema()
+        except sqlite3.DatabaseError as e:
+            self._conn.close()
+            raise ValueError(f"cannot open item store {self.path}: {e}") from e
+
+    def _check_schema(self) -> None:
+        self._conn.execute(
+            "INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+        (version,) = self._conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()
+        if int(version) != SCHEMA_VERSION:
+            raise ValueError(f"item store {self.path} has schema version {version}, expected {SCHEMA_VERSION}")
+
+    def add(self, items: Sequence[StoredItem], *, upsert: bool = False) -> list[int]:
+        ids = [it.item_id for it in items]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate item ids in one add: {sorted({i for i in ids if ids.count(i) > 1})}")
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")  # take the write lock now: the existence check stays true
+            try:
+                existing = self._existing(cur, ids)
+                if existing and not upsert:
+                    raise ItemConflict(
+                        f"cold items already exist: {', '.join(repr(i) for i in existing)}; "
+                        "pass upsert=true to replace them",
+                        existing,
+                    )
+                if existing:
+                    cur.executemany(
+                        "DELETE FROM cold_items WHERE artifact_version = ? AND item_id = ?",
+                        [(self.artifact_version, i) for i in existing],
+                    )
+                seqs = []
+                for it in items:
+                    cur.execute(
+                        "INSERT INTO cold_items (artifact_version, item_id, record, vector, created_at) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (
+                            self.artifact_version, it.item_id, json.dumps(it.record, ensure_ascii=False),
+                            np.ascontiguousarray(it.vector, dtype="<f4").tobytes(), now,
+                        ),
+                    )
+                    assert cur.lastrowid is not None
+                    seqs.append(int(cur.lastrowid))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return seqs
+
+    def _existing(self, cur: sqlite3.Cursor, ids: Sequence[str]) -> list[str]:
+        found: list[str] = []
+        for start in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = cur.execute(
+                f"SELECT item_id FROM cold_items WHERE artifact_version = ? AND item_id IN ({marks})",
+                (self.artifact_version, *chunk),
+            ).fetchall()
+            found.extend(r[0] for r in rows)
+        order = {i: n for n, i in enumerate(ids)}
+        return sorted(found, key=order.__getitem__)
+
+    def get(self, item_id: str) -> StoredItem | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT seq, item_id, record, vector, created_at FROM cold_items "
+                "WHERE artifact_version = ? AND item_id = ?",
+                (self.artifact_version, item_id),
+            ).fetchone()
+        return None if row is None else _row(row)
+
+    def changes_since(self, seq: int) -> list[StoredItem]:
+        """Rows of this artifact version with sequence number > `seq`, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, item_id, record, vector, created_at FROM cold_items "
+                "WHERE seq > ? AND artifact_version = ? ORDER BY seq",
+                (seq, self.artifact_version),
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    def count(self) -> int:
+        with self._lock:
+            (n,) = self._conn.execute(
+                "SELECT COUNT(*) FROM cold_items WHERE artifact_version = ?", (self.artifact_version,)
+            ).fetchone()
+        return int(n)
+
+    def other_versions(self) -> dict[str, int]:
+        """Row counts of artifact versions other than ours (stale after a model update)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT artifact_version, COUNT(*) FROM cold_items WHERE artifact_version != ? "
+                "GROUP BY artifact_version",
+                (self.artifact_version,),
+            ).fetchall()
+        return {v: int(n) for v, n in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _row(row: tuple[Any, ...]) -> StoredItem:
+    seq, item_id, record, vector, created_at = row
+    return StoredItem(
+        item_id=item_id, record=json.loads(record), vector=np.frombuffer(vector, dtype="<f4").astype(np.float32),
+        seq=int(seq), created_at=created_at,
+    )

@@ -1,0 +1,84 @@
+"""SQLiteItemStore: one transaction per add, commit-ordered sequence numbers, version scoping, durability."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.errors import ItemConflict
+from service.store import SQLiteItemStore, StoredItem
+
+
+def _item(item_id: str, value: float = 1.0, dim: int = 4) -> StoredItem:
+    return StoredItem(item_id, {"title": f"title of {item_id}"}, np.full(dim, value, dtype=np.float32))
+
+
+def test_add_get_and_changes_since(tmp_path: Path) -> None:
+    store = SQLiteItemStore(tmp_path / "s.sqlite3", "v1")
+    seqs = store.add([_item("a"), _item("b", 2.0)])
+    assert seqs == sorted(seqs) and len(set(seqs)) == 2
+    got = store.get("b")
+    assert got is not None and got.record == {"title": "title of b"} and got.seq == seqs[1]
+    np.testing.assert_array_equal(got.vector, np.full(4, 2.0, dtype=np.float32))
+    assert got.vector.dtype == np.float32 and got.created_at.endswith("Z")
+    assert store.get("zzz") is None
+    assert [r.item_id for r in store.changes_since(0)] == ["a", "b"]
+    assert [r.item_id for r in store.changes_since(seqs[0])] == ["b"]
+    assert store.changes_since(seqs[1]) == []
+    assert store.count() == 2
+    store.close()
+
+
+def test_conflict_rolls_back_the_whole_add_and_upsert_gets_a_new_seq(tmp_path: Path) -> None:
+    store = SQLiteItemStore(tmp_path / "s.sqlite3", "v1")
+    (first,) = store.add([_item("a")])
+    with pytest.raises(ItemConflict, match="cold items already exist: 'a'"):
+        store.add([_item("new"), _item("a")])
+    assert store.get("new") is None  # nothing of the failed transaction is visible
+    (second,) = store.add([_item("a", 5.0)], upsert=True)
+    assert second > first
+    rows = store.changes_since(first)
+    assert [(r.item_id, r.seq) for r in rows] == [("a", second)]
+    assert rows[0].vector[0] == 5.0 and store.count() == 1
+    with pytest.raises(ValueError, match="duplicate item ids in one add"):
+        store.add([_item("x"), _item("x")])
+    store.close()
+
+
+def test_rows_are_scoped_to_the_artifact_version(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    old = SQLiteItemStore(path, "v1")
+    old.add([_item("a"), _item("b")])
+    new = SQLiteItemStore(path, "v2")
+    assert new.changes_since(0) == [] and new.get("a") is None
+    assert new.other_versions() == {"v1": 2}
+    new.add([_item("a", 3.0)])  # the same id may exist once per version
+    assert old.get("a").vector[0] == 1.0 and new.get("a").vector[0] == 3.0  # type: ignore[union-attr]
+    old.close()
+    new.close()
+
+
+def test_durable_and_visible_to_another_connection(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    writer = SQLiteItemStore(path, "v1")
+    reader = SQLiteItemStore(path, "v1")  # another worker process would hold its own connection
+    (seq,) = writer.add([_item("a")])
+    assert [r.seq for r in reader.changes_since(0)] == [seq]  # committed before add returned
+    writer.close()
+    reader.close()
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    raw.close()
+    reopened = SQLiteItemStore(path, "v1")
+    assert reopened.get("a") is not None
+    reopened.close()
+
+
+def test_refuses_a_file_that_is_not_a_store(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sqlite3"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ValueError, match="cannot open item store"):
+        SQLiteItemStore(bad, "v1")
