@@ -80,7 +80,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600; the service may run as another user
+            os.fchmod(f.fileno(), 0o644)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -134,6 +134,8 @@ def save_artifact(
         "projection": proj_meta,
         "files": {name: {"sha256": _sha256(out / name), "bytes": (out / name).stat().st_size} for name in files},
     }
+    for name in files:
+        (out / name).chmod(0o644)  # safetensors and mkstemp write 0600; the service may run as another user
     _write_atomic(out / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
     log.info("wrote artifact %s (%d items, dim %d)", out, model.num_items, table.shape[1])
     return out

@@ -321,6 +321,9 @@ def add_loadtest_args(parser: argparse.ArgumentParser) -> None:
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
     """`alphafuse loadtest`: run, print the JSON report, write it to --out."""
+    if not is_loopback_url(args.url):  # before loading any data
+        raise ValueError(f"refusing to load-test {args.url!r}: only loopback hosts (127.0.0.0/8, ::1, localhost)")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a log line per request would be the bottleneck
     histories: list[list[str]] = []
     words: list[str] | None = None
     if args.histories:
@@ -352,7 +355,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_loadtest_args(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a log line per request would be the bottleneck
     try:
         return cmd_loadtest(args)
     except (ValueError, FileNotFoundError) as e:

@@ -1,0 +1,283 @@
+"""Serving throughput and latency: start the service on 127.0.0.1, drive it with `service.loadtest`.
+
+Measures POST /recommend at each `--concurrency` (default 1, 8, 32) and GET /healthz at
+`--healthz-concurrency` (default 32) against one server process, and writes
+`benchmarks/out/<name>.json` and `<name>.md` (endpoint, concurrency, rps, p50/p95/p99 ms, errors, and
+recommend rps / healthz rps at the same concurrency: how much of the HTTP stack's capacity ranking keeps).
+
+    python benchmarks/serve.py --artifact runs/toys --duration 15
+    python benchmarks/serve.py --artifact runs/toys --env ALPHAFUSE_MAX_BATCH=1 --name serve-nobatch
+    python benchmarks/serve.py --artifact runs/toys --index hnsw --name serve-hnsw
+
+Histories are the test split of the dataset the artifact was trained on (`--data/--split/--protocol`,
+default: as recorded in the artifact's manifest). The load generator runs on the same machine as the
+server (2 cores here), so at high concurrency the two compete for CPU: the numbers are what this box
+sustains end to end. Not part of CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.loadtest import load_workload, run_loadtest
+
+log = logging.getLogger("benchmarks.serve")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--env expects KEY=VALUE, got {pair!r}")
+        env[key] = value
+    return env
+
+
+def workload_source(args: argparse.Namespace, manifest: dict[str, Any]) -> tuple[Path, Path | None, str, int]:
+    """(data dir, split dir, protocol, seed): the flags, else what the artifact's manifest recorded."""
+    ds = manifest.get("dataset", {})
+    trained = manifest.get("train_config", {})
+    data = args.data or ds.get("path") or trained.get("data")
+    if not data:
+        raise ValueError("--data is required: the artifact's manifest does not record its dataset")
+    split: str | None = args.split
+    if split is None and not args.data:
+        recorded = str(ds.get("split", ""))
+        split = recorded.removeprefix("predefined:") if recorded.startswith("predefined:") else trained.get("split")
+    protocol = args.protocol or ds.get("protocol") or trained.get("protocol") or "cold-users"
+    seed = args.seed if args.seed is not None else int(trained.get("seed", 0))
+    return Path(data), Path(split) if split else None, protocol, seed
+
+
+class Server:
+    """`python -m service.main` in its own process group on 127.0.0.1; stopped by its pid on exit."""
+
+    def __init__(self, args: argparse.Namespace, env: dict[str, str], workdir: Path) -> None:
+        self.port = args.port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "server.log"
+        cmd = [
+            sys.executable, "-m", "service.main", str(args.artifact), "--host", "127.0.0.1",
+            "--port", str(self.port), "--workers", str(args.workers), "--store", str(workdir / "store.sqlite3"),
+            "--index", args.index, "--log-level", "warning",
+        ]  # fmt: skip
+        self.cmd = cmd
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def wait_ready(self, timeout_s: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client(base_url=self.url, timeout=5, trust_env=False) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.tail()}")
+                try:
+                    r = client.get("/readyz")
+                    if r.status_code == 200:
+                        return dict(r.json())
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"server not ready after {timeout_s:.0f}s:\n{self.tail()}")
+                time.sleep(0.5)
+
+    def tail(self, lines: int = 30) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the group: uvicorn's workers with their parent
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def rows_of(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One table row per route of a run (a mixed run has POST /recommend and POST /items rows)."""
+    out = []
+    for endpoint, route in report["routes"].items():
+        lat = route["latency_ms"]
+        out.append({
+            "endpoint": endpoint, "concurrency": report["concurrency"], "requests": route["requests"],
+            "rps": route["ok_rps"], "p50_ms": lat["p50"], "p95_ms": lat["p95"], "p99_ms": lat["p99"],
+            "max_ms": lat["max"], "errors": route["errors"], "duration_s": report["duration_s"],
+        })  # fmt: skip
+    return out
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    cfg = result["config"]
+    ready = result["server"]["readyz"]
+    lines = [
+        f"# Serving benchmark: {result['name']}",
+        "",
+        f"- artifact: `{cfg['artifact']}` ({ready.get('items')} items, index {ready.get('index')}, "
+        f"model {ready.get('model', {}).get('name')})",
+        f"- server: {cfg['workers']} worker(s), env overrides {cfg['env'] or 'none'}",
+        f"- load: {cfg['duration_s']:g} s per row after {cfg['warmup_s']:g} s warm-up, {cfg['histories']} test "
+        f"histories of {cfg['data']} ({cfg['protocol']}), k={cfg['k']}, items_ratio={cfg['items_ratio']:g}",
+        f"- machine: {result['machine']['cpus']} CPUs, {result['machine']['platform']}; load generator and "
+        "server share it",
+        "",
+        "| endpoint | concurrency | rps | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['endpoint']} | {r['concurrency']} | {r['rps']:.1f} | {_ms(r['p50_ms'])} | {_ms(r['p95_ms'])} "
+            f"| {_ms(r['p99_ms'])} | {r['errors']} |"
+        )
+    ratio = result.get("recommend_over_healthz")
+    if ratio is not None:
+        lines += ["", f"recommend rps / healthz rps at concurrency {ratio['concurrency']}: **{ratio['ratio']:.2f}**"]
+    return "\n".join(lines) + "\n"
+
+
+async def measure(
+    args: argparse.Namespace, url: str, histories: list[list[str]], words: list[str]
+) -> list[dict[str, Any]]:
+    common: dict[str, Any] = {"k": args.k, "timeout_s": args.timeout, "seed": args.seed or 0, "title_words": words}
+    if args.warmup > 0:
+        await run_loadtest(url, histories, duration_s=args.warmup, concurrency=max(args.concurrency), **common)
+    reports = []
+    for c in args.concurrency:
+        report = await run_loadtest(
+            url, histories, duration_s=args.duration, concurrency=c, items_ratio=args.items_ratio, **common
+        )
+        log.info("POST /recommend c=%d: %.1f rps, p50 %s ms, %d errors", c, report["ok_rps"],
+                 _ms(report["latency_ms"]["p50"]), report["errors"])  # fmt: skip
+        reports.append(report)
+    if args.healthz_concurrency > 0:
+        report = await run_loadtest(
+            url, [], duration_s=args.duration, concurrency=args.healthz_concurrency, path="/healthz", **common
+        )
+        log.info("GET /healthz c=%d: %.1f rps", args.healthz_concurrency, report["ok_rps"])
+        reports.append(report)
+    return reports
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    artifact = Path(args.artifact).resolve()
+    manifest_path = artifact / "manifest.json"
+    if not manifest_path.is_file():
+        raise ValueError(f"{artifact} is not an artifact directory (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text())
+    args.artifact = artifact
+    env = parse_env(args.env)
+    data, split, protocol, seed = workload_source(args, manifest)
+    histories, words = load_workload(data, split, protocol, seed, args.limit)
+    log.info("%d test histories from %s (%s)", len(histories), data, protocol)
+
+    with tempfile.TemporaryDirectory(prefix="alphafuse-bench-") as tmp:
+        server = Server(args, env, Path(tmp))
+        try:
+            t0 = time.monotonic()
+            readyz = server.wait_ready(args.ready_timeout)
+            startup_s = time.monotonic() - t0
+            log.info("server ready in %.1f s at %s", startup_s, server.url)
+            reports = asyncio.run(measure(args, server.url, histories, words))
+        except BaseException:
+            log.error("server log:\n%s", server.tail())
+            raise
+        finally:
+            server.stop()
+
+    rows = [r for rep in reports for r in rows_of(rep)]
+    result: dict[str, Any] = {
+        "name": args.name,
+        "config": {
+            "artifact": str(artifact), "workers": args.workers, "index": args.index, "env": env,
+            "duration_s": args.duration, "warmup_s": args.warmup, "concurrency": args.concurrency,
+            "healthz_concurrency": args.healthz_concurrency, "items_ratio": args.items_ratio, "k": args.k,
+            "data": str(data), "split": str(split) if split else None, "protocol": protocol, "seed": seed,
+            "histories": len(histories),
+        },
+        "machine": {
+            "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+        },
+        "server": {"readyz": readyz, "startup_s": startup_s, "command": server.cmd},
+        "rows": rows,
+        "reports": reports,
+    }  # fmt: skip
+    health = next((r for r in rows if r["endpoint"] == "GET /healthz"), None)
+    rec = next((r for r in rows if r["endpoint"] == "POST /recommend" and health and
+                r["concurrency"] == health["concurrency"]), None)  # fmt: skip
+    if health and rec and health["rps"] > 0:
+        result["recommend_over_healthz"] = {"concurrency": health["concurrency"], "ratio": rec["rps"] / health["rps"]}
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--artifact", required=True, help="artifact directory to serve")
+    p.add_argument("--data", default=None, help="dataset directory (default: from the artifact's manifest)")
+    p.add_argument("--split", default=None, help="predefined split directory (default: as trained)")
+    p.add_argument("--protocol", default=None, choices=["loo", "cold-users"], help="(default: as trained)")
+    p.add_argument("--seed", type=int, default=None, help="split seed (default: as trained)")
+    p.add_argument("--limit", type=int, default=2000, help="test histories to draw requests from")
+    p.add_argument("--duration", type=float, default=15.0, help="seconds per measured row")
+    p.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured load first")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32], help="/recommend concurrencies")
+    p.add_argument("--healthz-concurrency", type=int, default=32, help="/healthz baseline (0: skip)")
+    p.add_argument("--items-ratio", type=float, default=0.0, help="share of POST /items in /recommend rows")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    p.add_argument("--index", choices=["flat", "hnsw"], default="flat", help="FAISS index of the server")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment for the server, e.g. ALPHAFUSE_MAX_BATCH=1 (repeatable)")  # fmt: skip
+    p.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+    p.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for /readyz")
+    p.add_argument("--name", default="serve", help="output file stem")
+    p.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "out"))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a log line per request would be the bottleneck
+
+    result = run(args)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    md = markdown(result)
+    (out / f"{args.name}.md").write_text(md)
+    print(md)
+    log.info("wrote %s and %s", out / f"{args.name}.json", out / f"{args.name}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
