@@ -77,6 +77,9 @@ class SASRec(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.pos = nn.Embedding(cfg.max_len, cfg.hidden_dim)
+        # small, as in GPT-2: at N(0, 1) the positions drown ID tables initialised near zero (measured on
+        # Toys: ID-only SASRec valid NDCG@20 peaked at 0.014 with N(0, 1), 0.032 after 6 epochs with this)
+        nn.init.normal_(self.pos.weight, std=0.02)
         self.emb_drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_blocks))
         self.ln_out = nn.LayerNorm(cfg.hidden_dim)
