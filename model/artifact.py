@@ -13,7 +13,6 @@ Layout (all names fixed; checksums in the manifest):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file as load_torch
 from safetensors.torch import save_file as save_torch
 
+from model.checksum import file_sha256
 from model.projection import Projection
 from model.recommender import Recommender, RecommenderConfig, build_recommender
 
@@ -65,14 +65,6 @@ class Artifact:
     def encoder_identity(self) -> dict[str, Any] | None:
         enc = self.manifest.get("encoder")
         return None if enc is None else dict(enc["identity"])
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -132,7 +124,7 @@ def save_artifact(
         "num_items": model.num_items,
         "dim": int(table.shape[1]),
         "projection": proj_meta,
-        "files": {name: {"sha256": _sha256(out / name), "bytes": (out / name).stat().st_size} for name in files},
+        "files": {name: {"sha256": file_sha256(out / name), "bytes": (out / name).stat().st_size} for name in files},
     }
     for name in files:
         (out / name).chmod(0o644)  # safetensors and mkstemp write 0600; the service may run as another user
@@ -173,7 +165,7 @@ def load_artifact(path: Path, *, verify_checksums: bool = True) -> Artifact:
     if unlisted:
         raise ArtifactError(f"{path / MANIFEST} lists no checksum for: {', '.join(unlisted)}")
     if verify_checksums:
-        bad = [n for n in required if _sha256(path / n) != files[n]["sha256"]]
+        bad = [n for n in required if file_sha256(path / n) != files[n]["sha256"]]
         if bad:
             raise ArtifactError(f"artifact {path}: checksum mismatch (corrupted or edited) in {', '.join(bad)}")
 

@@ -29,6 +29,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from model.checksum import file_sha256
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -490,14 +492,6 @@ class OpenAIEncoder:
 # Precomputed matrix
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class PrecomputedEncoder:
     """Item vectors computed elsewhere: a ``.npy`` matrix (N, d) plus the row order as item ids (``.json``
     list or ``.txt`` one per line). It serves known item ids through `lookup`; it cannot encode text."""
@@ -533,7 +527,7 @@ class PrecomputedEncoder:
         self.identity: dict[str, Any] = {
             "kind": "precomputed",
             "name": matrix.name,
-            "sha256": _file_sha256(matrix),
+            "sha256": file_sha256(matrix),
             "n_items": len(id_list),
             "dim": self.dim,
         }
