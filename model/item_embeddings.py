@@ -64,13 +64,14 @@ class AlphaFuseEmbedding(ItemEmbedding):
 
 
 class IDEmbedding(ItemEmbedding):
-    """Plain trainable ID table (SASRec as published)."""
+    """Plain trainable ID table (SASRec and DreamRec as published)."""
 
-    def __init__(self, num_items: int, dim: int) -> None:
+    def __init__(self, num_items: int, dim: int, std: float | None = None) -> None:
+        """`std` of the N(0, std^2) init; None = 1/sqrt(dim), rows of norm about 1."""
         super().__init__()
         self.num_items, self.dim = num_items, dim
         self.weight = nn.Parameter(torch.empty(num_items, dim))
-        nn.init.normal_(self.weight, std=1.0 / math.sqrt(dim))
+        nn.init.normal_(self.weight, std=1.0 / math.sqrt(dim) if std is None else std)
 
     def forward(self) -> Tensor:
         return _with_padding_row(self.weight)

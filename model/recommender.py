@@ -6,6 +6,7 @@ Every backbone implements `model.base.Recommender`: `loss(inputs, targets)`, `us
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
@@ -41,6 +42,8 @@ class RecommenderConfig:
     similarity: Similarity = "dot"  # training and ranking use the same one
     freeze_language: bool = True  # AlphaFuse: language coordinates frozen (False = ablation)
     id_init: IdInit = "zeros"  # AlphaFuse null-space ID initialisation
+    # Init std of trainable ID rows; 0 = by backbone (see `id_init_std`).
+    id_std: float = 0.0
     d_n: int = 64  # AlphaFuse null-space width hosting IDs
 
     def __post_init__(self) -> None:
@@ -54,8 +57,26 @@ class RecommenderConfig:
             raise ValueError(f"similarity must be 'dot' or 'cosine', got {self.similarity!r}")
         if self.negatives <= 0 or self.temperature <= 0:
             raise ValueError("negatives and temperature must be positive")
+        if not (math.isfinite(self.id_std) and self.id_std >= 0.0):
+            raise ValueError(f"id_std must be a finite number >= 0 (0 = by backbone), got {self.id_std!r}")
         if self.backbone == "dreamrec" and self.similarity != "dot":
             raise ValueError(f"dreamrec ranks by inner product: similarity must be 'dot', got {self.similarity!r}")
+
+    def id_init_std(self, item_embedding: str) -> float:
+        """The std that trainable ID rows start from.
+
+        SASRec only compares directions through a softmax, so the usual 1/sqrt(D) row norm of ~1 suits it.
+        DreamRec regresses x_0 = the target's row under N(0, I) noise, so the rows must live at the noise's
+        scale, as in DreamRec's own code: from 1/sqrt(D) the targets sat near zero signal-to-noise and the
+        MSE toward a trainable table shrank them to a point (Toys N@20 0.0004, chance level). Unit variance
+        only slows that shrinkage; nothing in the plain objective stops it (benchmarks/RESULTS.md).
+        AlphaFuse's optional normal init is the method's N(0, 1) on both backbones.
+        """
+        if self.id_std > 0.0:
+            return self.id_std
+        if item_embedding == "id" and self.backbone == "sasrec":
+            return 1.0 / math.sqrt(self.sasrec.hidden_dim)
+        return 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,14 +164,15 @@ def _sample_negatives(targets: Tensor, num_items: int, k: int, generator: torch.
 def build_item_embedding(cfg: RecommenderConfig, num_items: int, language: Tensor | None) -> ItemEmbedding:
     """Construct the item-embedding variant; `language` is Z (N, D) for the variants that use text."""
     if cfg.item_embedding == "id":
-        return IDEmbedding(num_items, cfg.sasrec.hidden_dim)
+        return IDEmbedding(num_items, cfg.sasrec.hidden_dim, std=cfg.id_init_std("id"))
     if language is None:
         raise ValueError(f"item_embedding {cfg.item_embedding!r} needs language coordinates")
     if language.shape[0] != num_items:
         raise ValueError(f"language has {language.shape[0]} rows for {num_items} items")
     if cfg.item_embedding == "alphafuse":
         return AlphaFuseEmbedding(
-            language, cfg.d_n, freeze_language=cfg.freeze_language, id_init=cfg.id_init
+            language, cfg.d_n, freeze_language=cfg.freeze_language, id_init=cfg.id_init,
+            id_std=cfg.id_init_std("alphafuse"),
         )
     if cfg.item_embedding == "llminit":
         return LLMInitEmbedding(language)

@@ -265,3 +265,19 @@ def test_dreamrec_fold_in_reproduces_the_language_part(dreamrec_artifact: Path) 
     d_s = art.projection.d_s
     np.testing.assert_allclose(table[:, :d_s], folded[:, :d_s], atol=2e-4)
     np.testing.assert_allclose(table[:, d_s:] - items.ids.detach().numpy(), folded[:, d_s:], atol=2e-4)
+
+
+def test_id_rows_start_at_the_noise_scale_for_dreamrec_and_unit_norm_for_sasrec() -> None:
+    # At 1/sqrt(D) the ID targets sat far below the N(0, I) noise and ID DreamRec collapsed on Toys.
+    torch.manual_seed(0)
+    n, d = 4000, 64
+    sas = RecommenderConfig(item_embedding="id", sasrec=SASRecConfig(hidden_dim=d))
+    dream = RecommenderConfig(item_embedding="id", backbone="dreamrec", sasrec=SASRecConfig(hidden_dim=d))
+    assert float(build_recommender(sas, n, None).item_vectors().detach().std()) == pytest.approx(d**-0.5, rel=0.02)
+    assert float(build_recommender(dream, n, None).item_vectors().detach().std()) == pytest.approx(1.0, rel=0.02)
+    explicit = RecommenderConfig(
+        item_embedding="id", backbone="dreamrec", sasrec=SASRecConfig(hidden_dim=d), id_std=0.3
+    )
+    assert float(build_recommender(explicit, n, None).item_vectors().detach().std()) == pytest.approx(0.3, rel=0.02)
+    with pytest.raises(ValueError, match="id_std"):
+        RecommenderConfig(id_std=-1.0)

@@ -44,6 +44,7 @@ class TrainConfig:
     eig_floor: float = 1e-6  # eigenvalue floor before whitening
     scale: float = 1.0  # multiplies raw language embeddings before the decomposition
     id_init: Literal["zeros", "normal"] = "zeros"  # AlphaFuse ID initialisation
+    id_std: float = 0.0  # init std of trainable ID rows (0 = 1/sqrt(hidden) for sasrec id, else 1.0)
     num_blocks: int = 1  # SASRec blocks
     num_heads: int = 1  # SASRec heads
     dropout: float = 0.1  # SASRec dropout
@@ -114,6 +115,7 @@ class TrainConfig:
             similarity="dot" if dreamrec else self.similarity,
             freeze_language=self.freeze_language,
             id_init=self.id_init,
+            id_std=self.id_std,
             d_n=self.d_n if d_n is None else d_n,
         )
 
