@@ -36,6 +36,7 @@ from service.ranker import NewItem, Query, Ranker, Ranking
 from service.schemas import (
     ErrorResponse,
     HealthResponse,
+    ItemDeletedResponse,
     ItemResponse,
     ItemsCreateRequest,
     ItemsCreateResponse,
@@ -114,6 +115,13 @@ class AppState:
         assert self.ranker is not None and self.store is not None
         try:
             return self.ranker.add_items(self.store, items, upsert=upsert)
+        finally:
+            self.metrics.set_catalogue(self.ranker.size, self.ranker.num_cold)
+
+    def delete_item(self, item_id: str) -> int:
+        assert self.ranker is not None and self.store is not None
+        try:
+            return self.ranker.delete_item(self.store, item_id)
         finally:
             self.metrics.set_catalogue(self.ranker.size, self.ranker.num_cold)
 
@@ -262,6 +270,11 @@ async def get_item(item_id: str, svc: Service) -> ItemResponse:
     return ItemResponse(item_id=item_id, record=record, cold=cold)
 
 
+async def delete_item(item_id: str, svc: Service) -> ItemDeletedResponse:
+    await svc.run(svc.delete_item, item_id)
+    return ItemDeletedResponse(item_id=item_id, model=svc.model_info)
+
+
 async def healthz() -> HealthResponse:
     return HealthResponse(status="ok")
 
@@ -303,6 +316,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.add_api_route(
         "/items/{item_id:path}", get_item, methods=["GET"], response_model=ItemResponse, responses=ERRORS,
         summary="A trained or cold item's record", tags=["items"],
+    )
+    app.add_api_route(
+        "/items/{item_id:path}", delete_item, methods=["DELETE"], response_model=ItemDeletedResponse,
+        responses=ERRORS, summary="Delete a cold item (durable before 200; trained items: 409)", tags=["items"],
     )
     app.add_api_route("/healthz", healthz, methods=["GET"], response_model=HealthResponse, tags=["ops"],
                       summary="Alive (no dependencies checked)")

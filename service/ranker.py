@@ -152,11 +152,14 @@ class Ranker:
         self._vec_buf = np.ascontiguousarray(vectors, dtype=np.float32)  # (capacity, D) indexed vectors
         self._label_row = np.arange(1, self.num_trained + 1, dtype=np.int64)  # FAISS label -> row, 0 = dead
         self._row_label = np.arange(self.num_trained + 1, dtype=np.int64) - 1  # row -> live label
-        self._dead: list[int] = []
+        self._dead: list[int] = []  # FAISS labels no longer served (replaced or deleted cold items)
+        # rows of deleted cold items: the input table keeps them (rows are positions, never reused) but
+        # nothing maps an id to them and neither the index nor the exact path ranks them
+        self._retired: set[int] = set()
         self._selector: Any = None  # keeps the faiss selector objects alive between searches
         self.last_seq = 0
         self._v0 = self._cold_id_vector()
-        self._index = self._build_index(self._vec_buf[: self.size])
+        self._index = self._build_index(self._vec_buf[: self.num_rows])
 
     # ------------------------------------------------------------------------------------------------
     # construction
@@ -224,7 +227,12 @@ class Ranker:
 
     @property
     def size(self) -> int:
-        """Items that can be recommended: trained + cold."""
+        """Items that can be recommended: trained + live cold items."""
+        return len(self._ids) - len(self._retired)
+
+    @property
+    def num_rows(self) -> int:
+        """Rows in the input table after padding: `size` plus the rows of deleted cold items."""
         return len(self._ids)
 
     @property
@@ -237,16 +245,19 @@ class Ranker:
 
     @property
     def table(self) -> torch.Tensor:
-        """(size + 1, D) input table: row 0 padding, trained rows, then cold rows (raw fused x)."""
-        return self._table_buf[: self.size + 1]
+        """(num_rows + 1, D) input table: row 0 padding, trained rows, then cold rows (raw fused x)."""
+        return self._table_buf[: self.num_rows + 1]
 
     @property
     def vectors(self) -> np.ndarray:
-        """(size, D) the vectors ranked by inner product; row i is item row i + 1."""
-        return self._vec_buf[: self.size]
+        """(num_rows, D) the vectors ranked by inner product; row i is item row i + 1 (deleted rows too)."""
+        return self._vec_buf[: self.num_rows]
 
     def item_ids(self) -> list[str]:
-        return list(self._ids)
+        """Ids that can be recommended, in row order."""
+        if not self._retired:
+            return list(self._ids)
+        return [iid for r, iid in enumerate(self._ids, start=1) if r not in self._retired]
 
     def get_item(self, item_id: str) -> tuple[dict[str, Any], bool]:
         """(record, is_cold) of a trained or cold item; ItemNotFound otherwise."""
@@ -382,9 +393,9 @@ class Ranker:
         if p.allow is not None:
             rows = np.array([r for r in p.allow if r not in p.exclude], dtype=np.int64)
         else:
-            keep = np.ones(self.size + 1, dtype=bool)
+            keep = np.ones(self.num_rows + 1, dtype=bool)
             keep[0] = False
-            keep[list(p.exclude)] = False
+            keep[list(p.exclude | self._retired)] = False
             rows = np.flatnonzero(keep)
         if len(rows) == 0:
             return []
@@ -458,7 +469,7 @@ class Ranker:
         if dup:
             raise InvalidRequest(f"duplicate item ids in the request: {', '.join(repr(i) for i in dup)}")
         self.sync(store)  # see other workers' items before deciding what exists
-        trained = [i for i in ids if self._row.get(i, self.size + 1) <= self.num_trained]
+        trained = [i for i in ids if self._is_trained(i)]
         if trained:
             raise ItemConflict(
                 f"trained catalogue items cannot be added or replaced: {', '.join(repr(i) for i in trained)}",
@@ -481,6 +492,26 @@ class Ranker:
             for it, s in zip(items, seqs, strict=True)
         ]
 
+    def _is_trained(self, item_id: str) -> bool:
+        row = self._row.get(item_id)
+        return row is not None and row <= self.num_trained
+
+    def delete_item(self, store: ItemStore, item_id: str) -> int:
+        """Delete a cold item: a tombstone in the store (durable on return), then stop serving it.
+
+        Trained items cannot be deleted: their rows are part of the model. Returns the tombstone's seq.
+        """
+        self.sync(store)
+        if self._is_trained(item_id):
+            raise ItemConflict(
+                f"item {item_id!r} is in the trained catalogue and cannot be deleted; use `deny` in "
+                "/recommend to keep it out of results",
+                [item_id],
+            )
+        seq = store.delete(item_id)  # ItemNotFound when no live cold item has this id
+        self.sync(store)
+        return seq
+
     def sync(self, store: ItemStore) -> int:
         """Fold in the store's rows newer than the last seen; returns how many were applied."""
         rows = store.changes_since(self.last_seq)
@@ -489,19 +520,30 @@ class Ranker:
         return len(rows)
 
     def apply(self, rows: Sequence[StoredItem]) -> None:
-        """Serve stored cold items (new ones appended, existing ones replaced), in sequence order."""
+        """Serve stored cold items in sequence order: new ones appended, existing ones replaced, deleted
+        ones (tombstones) retired."""
         latest: dict[str, StoredItem] = {}
+        deleted: dict[str, StoredItem] = {}
         for r in sorted(rows, key=lambda r: r.seq):
             self.last_seq = max(self.last_seq, r.seq)
-            if r.item_id in self._row and self._row[r.item_id] <= self.num_trained:
+            if self._is_trained(r.item_id):
                 log.warning("stored cold item %r shadows a trained item; ignored", r.item_id)
+            elif r.deleted:
+                latest.pop(r.item_id, None)
+                deleted[r.item_id] = r
             elif r.vector.shape != (self.dim,):
                 log.warning("stored cold item %r has %s values, model dim %d; ignored", r.item_id, r.vector.shape,
                             self.dim)
             else:
                 latest.pop(r.item_id, None)
+                deleted.pop(r.item_id, None)
                 latest[r.item_id] = r
+        retired = self._retire([iid for iid in deleted if iid in self._cold_records])
         if not latest:
+            if retired:
+                self._maybe_rebuild()
+                log.info("deleted %d cold items (catalogue %d, cold %d, seq %d)", retired, self.size,
+                         self.num_cold, self.last_seq)
             return
         x = torch.from_numpy(np.stack([r.vector for r in latest.values()]).astype(np.float32))  # (n, D)
         # exactly as SequentialRecommender.item_vectors: normalised only for cosine similarity
@@ -518,21 +560,38 @@ class Ranker:
                 self._label_row[self._row_label[row]] = 0
             self._cold_records[r.item_id] = dict(r.record)
             rows_out.append(row)
-        self._grow(self.size)
+        self._grow(self.num_rows)
         rows_arr = np.array(rows_out, dtype=np.int64)
         self._table_buf[torch.from_numpy(rows_arr)] = x
         self._vec_buf[rows_arr - 1] = v
+        first = self._index.ntotal
+        self._index.add(np.ascontiguousarray(v))
+        labels = np.arange(first, first + len(rows_arr), dtype=np.int64)
+        self._label_row = np.concatenate([self._label_row, rows_arr])
+        self._row_label[rows_arr] = labels
+        self._maybe_rebuild()
+        log.info("folded in %d and deleted %d cold items (catalogue %d, cold %d, seq %d)", len(latest), retired,
+                 self.size, self.num_cold, self.last_seq)
+
+    def _retire(self, item_ids: Sequence[str]) -> int:
+        """Stop serving these cold items: their ids are forgotten and their FAISS labels go dead."""
+        for iid in item_ids:
+            row = self._row.pop(iid)
+            del self._cold_records[iid]
+            self._retired.add(row)
+            label = int(self._row_label[row])
+            if label >= 0:
+                self._dead.append(label)
+                self._label_row[label] = 0
+                self._row_label[row] = -1
+        return len(item_ids)
+
+    def _maybe_rebuild(self) -> None:
+        """Dead labels are filtered at search time; past a quarter of the index, rebuild it without them."""
         if len(self._dead) > max(256, self._index.ntotal // 4):
             self._rebuild()
         else:
-            first = self._index.ntotal
-            self._index.add(np.ascontiguousarray(v))
-            labels = np.arange(first, first + len(rows_arr), dtype=np.int64)
-            self._label_row = np.concatenate([self._label_row, rows_arr])
-            self._row_label[rows_arr] = labels
             self._refresh_selector()
-        log.info("folded in %d cold items (catalogue %d, cold %d, seq %d)", len(latest), self.size,
-                 self.num_cold, self.last_seq)
 
     def _grow(self, size: int) -> None:
         cap = self._vec_buf.shape[0]  # invariant: len(_row_label) == cap + 1
@@ -549,10 +608,14 @@ class Ranker:
         )
 
     def _rebuild(self) -> None:
-        """Rebuild the index without dead labels; label = row - 1 again."""
-        self._index = self._build_index(self.vectors)
-        self._label_row = np.arange(1, self.size + 1, dtype=np.int64)
-        self._row_label[: self.size + 1] = np.arange(self.size + 1, dtype=np.int64) - 1
+        """Rebuild the index over the live rows only (labels 0..size-1 in row order)."""
+        live = np.arange(1, self.num_rows + 1, dtype=np.int64)
+        if self._retired:
+            live = live[~np.isin(live, np.fromiter(self._retired, dtype=np.int64))]
+        self._index = self._build_index(self._vec_buf[live - 1])
+        self._label_row = live
+        self._row_label[:] = -1
+        self._row_label[live] = np.arange(len(live), dtype=np.int64)
         self._dead = []
         self._refresh_selector()
         log.info("rebuilt the %s index over %d items", self._index_kind, self.size)

@@ -96,6 +96,12 @@ class ItemsCreateResponse(BaseModel):
     model: ModelInfo
 
 
+class ItemDeletedResponse(BaseModel):
+    item_id: str
+    deleted: bool = Field(default=True, description="the cold item is gone from every worker's catalogue")
+    model: ModelInfo
+
+
 class HealthResponse(BaseModel):
     status: str
 

@@ -10,6 +10,9 @@ Contract of an `ItemStore` (what a Postgres implementation for several replicas 
 - `add(items, upsert)` writes all items in ONE transaction that is durable when it returns (the HTTP
   201 is sent after it); an existing id raises `ItemConflict` unless `upsert`, in which case the row
   is replaced and gets a new sequence number. Returns the assigned sequence numbers.
+- `delete(item_id)` replaces the item's row by a tombstone with a NEW sequence number in one durable
+  transaction, so every reader learns of the deletion through `changes_since` like any other change;
+  an id with no live row raises `ItemNotFound`. A later `add` of the same id replaces the tombstone.
 - sequence numbers increase strictly in COMMIT order, so a reader that has seen everything up to `s`
   never misses a row by asking for `seq > s` later. SQLite serialises writers, so AUTOINCREMENT gives
   this for free. In Postgres a plain BIGSERIAL does not (a transaction holding seq 9 can commit after
@@ -34,11 +37,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from service.errors import ItemConflict
+from service.errors import ItemConflict, ItemNotFound
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: tombstones (`deleted`); a version-1 file is migrated in place on open
 
 
 @dataclass(frozen=True)
@@ -48,12 +51,15 @@ class StoredItem:
     vector: np.ndarray  # (D,) float32: the fused input vector x = z + [0, v0] (not normalised)
     seq: int = 0  # assigned by the store; 0 before it is stored
     created_at: str = ""  # ISO 8601 UTC, assigned by the store
+    deleted: bool = False  # a tombstone: the item was deleted at `seq` (record and vector are empty)
 
 
 class ItemStore(Protocol):
     """Cold items of one artifact version; see the module docstring for the contract."""
 
     def add(self, items: Sequence[StoredItem], *, upsert: bool = False) -> list[int]: ...
+
+    def delete(self, item_id: str) -> int: ...
 
     def get(self, item_id: str) -> StoredItem | None: ...
 
@@ -72,8 +78,9 @@ CREATE TABLE IF NOT EXISTS cold_items (
     artifact_version TEXT NOT NULL,
     item_id TEXT NOT NULL,
     record TEXT NOT NULL,                   -- JSON object of text fields
-    vector BLOB NOT NULL,                   -- float32 little-endian, D values
+    vector BLOB NOT NULL,                   -- float32 little-endian, D values (empty for a tombstone)
     created_at TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,     -- 1 = tombstone: deleted at this seq
     UNIQUE (artifact_version, item_id)
 );
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -105,14 +112,30 @@ class SQLiteItemStore:
         except sqlite3.DatabaseError as e:
             self._conn.close()
             raise ValueError(f"cannot open item store {self.path}: {e}") from e
+        except BaseException:
+            self._conn.close()
+            raise
 
     def _check_schema(self) -> None:
-        self._conn.execute(
-            "INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
-        (version,) = self._conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()
-        if int(version) != SCHEMA_VERSION:
-            raise ValueError(f"item store {self.path} has schema version {version}, expected {SCHEMA_VERSION}")
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")  # several workers open the same file at once: one migrates
+        try:
+            cur.execute(
+                "INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+            (version,) = cur.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()
+            if int(version) == 1:
+                cur.execute("ALTER TABLE cold_items ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0")
+                cur.execute("UPDATE store_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+                log.info("migrated item store %s from schema version 1 to %d", self.path, SCHEMA_VERSION)
+            elif int(version) != SCHEMA_VERSION:
+                raise ValueError(
+                    f"item store {self.path} has schema version {version}, expected {SCHEMA_VERSION}"
+                )
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
 
     def add(self, items: Sequence[StoredItem], *, upsert: bool = False) -> list[int]:
         ids = [it.item_id for it in items]
@@ -130,11 +153,11 @@ class SQLiteItemStore:
                         "pass upsert=true to replace them",
                         existing,
                     )
-                if existing:
-                    cur.executemany(
-                        "DELETE FROM cold_items WHERE artifact_version = ? AND item_id = ?",
-                        [(self.artifact_version, i) for i in existing],
-                    )
+                # replaced rows and tombstones of these ids both give way (one row per id)
+                cur.executemany(
+                    "DELETE FROM cold_items WHERE artifact_version = ? AND item_id = ?",
+                    [(self.artifact_version, i) for i in ids],
+                )
                 seqs = []
                 for it in items:
                     cur.execute(
@@ -153,13 +176,40 @@ class SQLiteItemStore:
                 raise
         return seqs
 
+    def delete(self, item_id: str) -> int:
+        """Replace the live row of `item_id` by a tombstone; durable on return. Returns its sequence number."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                if not self._existing(cur, [item_id]):
+                    raise ItemNotFound(item_id)
+                cur.execute(
+                    "DELETE FROM cold_items WHERE artifact_version = ? AND item_id = ?",
+                    (self.artifact_version, item_id),
+                )
+                cur.execute(
+                    "INSERT INTO cold_items (artifact_version, item_id, record, vector, created_at, deleted) "
+                    "VALUES (?, ?, '{}', x'', ?, 1)",
+                    (self.artifact_version, item_id, now),
+                )
+                assert cur.lastrowid is not None
+                seq = int(cur.lastrowid)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return seq
+
     def _existing(self, cur: sqlite3.Cursor, ids: Sequence[str]) -> list[str]:
+        """The ids among `ids` with a live (not deleted) row, in the order given."""
         found: list[str] = []
         for start in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = cur.execute(
-                f"SELECT item_id FROM cold_items WHERE artifact_version = ? AND item_id IN ({marks})",
+                f"SELECT item_id FROM cold_items WHERE artifact_version = ? AND deleted = 0 AND item_id IN ({marks})",
                 (self.artifact_version, *chunk),
             ).fetchall()
             found.extend(r[0] for r in rows)
@@ -169,17 +219,17 @@ class SQLiteItemStore:
     def get(self, item_id: str) -> StoredItem | None:
         with self._lock:
             row = self._conn.execute(
-                "SELECT seq, item_id, record, vector, created_at FROM cold_items "
-                "WHERE artifact_version = ? AND item_id = ?",
+                "SELECT seq, item_id, record, vector, created_at, deleted FROM cold_items "
+                "WHERE artifact_version = ? AND item_id = ? AND deleted = 0",
                 (self.artifact_version, item_id),
             ).fetchone()
         return None if row is None else _row(row)
 
     def changes_since(self, seq: int) -> list[StoredItem]:
-        """Rows of this artifact version with sequence number > `seq`, oldest first."""
+        """Rows of this artifact version with sequence number > `seq`, oldest first, tombstones included."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT seq, item_id, record, vector, created_at FROM cold_items "
+                "SELECT seq, item_id, record, vector, created_at, deleted FROM cold_items "
                 "WHERE seq > ? AND artifact_version = ? ORDER BY seq",
                 (seq, self.artifact_version),
             ).fetchall()
@@ -188,7 +238,7 @@ class SQLiteItemStore:
     def count(self) -> int:
         with self._lock:
             (n,) = self._conn.execute(
-                "SELECT COUNT(*) FROM cold_items WHERE artifact_version = ?", (self.artifact_version,)
+                "SELECT COUNT(*) FROM cold_items WHERE artifact_version = ? AND deleted = 0", (self.artifact_version,)
             ).fetchone()
         return int(n)
 
@@ -196,7 +246,7 @@ class SQLiteItemStore:
         """Row counts of artifact versions other than ours (stale after a model update)."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT artifact_version, COUNT(*) FROM cold_items WHERE artifact_version != ? "
+                "SELECT artifact_version, COUNT(*) FROM cold_items WHERE artifact_version != ? AND deleted = 0 "
                 "GROUP BY artifact_version",
                 (self.artifact_version,),
             ).fetchall()
@@ -208,8 +258,8 @@ class SQLiteItemStore:
 
 
 def _row(row: tuple[Any, ...]) -> StoredItem:
-    seq, item_id, record, vector, created_at = row
+    seq, item_id, record, vector, created_at, deleted = row
     return StoredItem(
         item_id=item_id, record=json.loads(record), vector=np.frombuffer(vector, dtype="<f4").astype(np.float32),
-        seq=int(seq), created_at=created_at,
+        seq=int(seq), created_at=created_at, deleted=bool(deleted),
     )

@@ -142,6 +142,30 @@ def test_get_item(client: TestClient) -> None:
     assert r.status_code == 404 and r.json() == {"detail": "item 'nope' is neither in the catalogue nor a cold item"}
 
 
+def test_delete_cold_item_everywhere_and_durably(tiny_artifact: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store.sqlite3"
+    with TestClient(create_app(_settings(tiny_artifact, store))) as a, \
+            TestClient(create_app(_settings(tiny_artifact, store, sync_interval_s=3600))) as b:
+        assert a.post("/items", json={"items": [HOGWARTS]}).status_code == 201
+        assert b.get("/items/cold-lego").status_code == 200
+        r = b.delete("/items/cold-lego")  # deleted through the other worker
+        assert r.status_code == 200, r.text
+        assert r.json()["item_id"] == "cold-lego" and r.json()["deleted"] is True
+        assert a.get("/items/cold-lego").status_code == 404
+        ranked = [i["item_id"] for i in a.post("/recommend", json={"history": LEGO, "k": 20}).json()["items"]]
+        assert "cold-lego" not in ranked and len(ranked) == 20
+        r = a.post("/recommend", json={"history": ["cold-lego"]})
+        assert r.status_code == 422 and "'cold-lego'" in r.json()["detail"]
+        assert a.get("/readyz").json()["cold_items"] == 0
+        r = a.delete("/items/cold-lego")
+        assert r.status_code == 404 and "'cold-lego'" in r.json()["detail"]
+        r = a.delete("/items/lego-0")
+        assert r.status_code == 409 and "trained catalogue and cannot be deleted" in r.json()["detail"]
+    with TestClient(create_app(_settings(tiny_artifact, store))) as c:  # the deletion survived a restart
+        assert c.get("/items/cold-lego").status_code == 404
+        assert c.post("/items", json={"items": [HOGWARTS]}).status_code == 201  # and the id can come back
+
+
 def test_cold_items_survive_a_new_app_on_the_same_store(tiny_artifact: Path, tmp_path: Path) -> None:
     store = tmp_path / "store.sqlite3"
     with TestClient(create_app(_settings(tiny_artifact, store))) as c:

@@ -119,9 +119,13 @@ def test_two_workers_share_cold_items_and_kill_9_loses_nothing(tiny_artifact: Pa
         # a 201 means committed: kill -9 the whole server right after it
         r = httpx.post(f"{base}/items", json={"items": [{"item_id": "cold-2", "embedding": _embedding(2)}]})
         assert r.status_code == 201
+        r = httpx.post(f"{base}/items", json={"items": [{"item_id": "cold-3", "embedding": _embedding(3)}]})
+        assert r.status_code == 201
+        assert httpx.delete(f"{base}/items/cold-3").status_code == 200  # a 200 DELETE is committed too
         _kill(proc, signal.SIGKILL)
     with _server(tiny_artifact, store, tmp_path, workers=1) as (base, _):
         assert httpx.get(f"{base}/readyz").json()["cold_items"] == 2
+        assert httpx.get(f"{base}/items/cold-3").status_code == 404
         for item_id in ("cold-1", "cold-2"):
             assert httpx.get(f"{base}/items/{item_id}").json()["cold"] is True
         got = httpx.post(f"{base}/recommend", json={"history": ["cold-2"], "k": 24}).json()["items"]

@@ -282,3 +282,58 @@ def test_long_deny_lists_are_scanned_exactly(ranker: Ranker, monkeypatch: pytest
     assert [i for i, _ in scanned.items] == [i for i, _ in via_index.items]
     np.testing.assert_allclose([s for _, s in scanned.items], [s for _, s in via_index.items], atol=1e-5)
     assert not {i for i, _ in scanned.items} & (set(query.deny or ()) | set(LEGO))
+
+
+def _live_brute_force(ranker: Ranker, user: np.ndarray, k: int) -> list[str]:
+    ids = ranker.item_ids()
+    rows = np.array([ranker.row_of(i) for i in ids])
+    scores = ranker.vectors[rows - 1] @ user
+    return [ids[j] for j in np.argsort(-scores, kind="stable")[:k]]
+
+
+def test_deleted_cold_items_leave_every_path_and_other_rankers(artifact: Artifact, tmp_path: Path) -> None:
+    store = SQLiteItemStore(tmp_path / "s.sqlite3", artifact_version(artifact, "zeros"))
+    ranker, other = Ranker(artifact), Ranker(artifact)
+    store.add([StoredItem(s.item_id, s.record, s.vector) for s in _random_cold(ranker, 400)])
+    ranker.sync(store)
+    n = len(artifact.item_ids) + 400
+    assert ranker.size == n
+
+    ranker.delete_item(store, "rand-7")
+    assert ranker.size == n - 1 and ranker.num_cold == 399 and "rand-7" not in ranker.item_ids()
+    everything = [i for i, _ in ranker.recommend(Query(LEGO, k=ranker.size - 4)).items]
+    assert "rand-7" not in everything and len(everything) == ranker.size - 4
+    allowed = ranker.recommend(Query(LEGO, k=3, allow=["rand-7", "rand-8"], ignore_unknown=True))
+    assert [i for i, _ in allowed.items] == ["rand-8"] and allowed.ignored == ["rand-7"]
+    with pytest.raises(UnknownItems, match="'rand-7'"):
+        ranker.recommend(Query(["rand-7"]))
+    with pytest.raises(ItemNotFound):
+        ranker.get_item("rand-7")
+    with pytest.raises(ItemNotFound):
+        ranker.delete_item(store, "rand-7")
+    with pytest.raises(ItemConflict, match="'lego-0' is in the trained catalogue and cannot be deleted"):
+        ranker.delete_item(store, "lego-0")
+
+    other.sync(store)  # another worker learns of the deletion from the store
+    assert other.item_ids() == ranker.item_ids()
+
+    rng = np.random.default_rng(3)
+    users = rng.standard_normal((5, ranker.dim)).astype(np.float32)
+    def check_against_brute_force() -> None:
+        for u in users:
+            scores, labels = ranker._search(u[None], 40)
+            got = ranker._trim(scores[0], labels[0], ranker._plan(Query(LEGO, k=10, exclude_history=False)))
+            assert [ranker._ids[r - 1] for r, _ in got] == _live_brute_force(ranker, u, 10)
+
+    check_against_brute_force()
+    for i in range(100, 400):
+        ranker.delete_item(store, f"rand-{i}")
+    # the 257th dead label triggered a rebuild over the live rows; the deletions since are filtered
+    assert ranker.size == len(artifact.item_ids) + 99 and ranker._index.ntotal < n
+    assert ranker._index.ntotal == ranker.size + len(ranker._dead) and 0 < len(ranker._dead) < 256
+    check_against_brute_force()
+
+    store.add([StoredItem("rand-7", {"title": "back"}, -np.ones(ranker.dim, dtype=np.float32))])
+    ranker.sync(store)  # a deleted id can come back, on a new row
+    assert ranker.get_item("rand-7") == ({"title": "back"}, True) and ranker.size == len(artifact.item_ids) + 100
+    store.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.errors import ItemConflict
+from service.errors import ItemConflict, ItemNotFound
 from service.store import SQLiteItemStore, StoredItem
 
 
@@ -82,3 +82,52 @@ def test_refuses_a_file_that_is_not_a_store(tmp_path: Path) -> None:
     bad.write_bytes(b"this is not a database" * 100)
     with pytest.raises(ValueError, match="cannot open item store"):
         SQLiteItemStore(bad, "v1")
+
+
+def test_delete_writes_a_tombstone_that_readers_see_and_a_re_add_replaces(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    writer, reader = SQLiteItemStore(path, "v1"), SQLiteItemStore(path, "v1")
+    first, _ = writer.add([_item("a"), _item("b")])
+    gone = writer.delete("a")
+    assert gone > first and writer.get("a") is None and writer.count() == 1
+    tomb = [r for r in reader.changes_since(0) if r.item_id == "a"]
+    assert [(r.seq, r.deleted, r.vector.size) for r in tomb] == [(gone, True, 0)]
+    with pytest.raises(ItemNotFound, match="'a'"):
+        writer.delete("a")  # already deleted
+    with pytest.raises(ItemNotFound, match="'never'"):
+        writer.delete("never")
+    (again,) = writer.add([_item("a", 7.0)])  # no upsert needed: the tombstone is not a live item
+    rows = reader.changes_since(gone)
+    assert [(r.item_id, r.seq, r.deleted) for r in rows] == [("a", again, False)] and rows[0].vector[0] == 7.0
+    assert writer.count() == 2 and writer.other_versions() == {}
+    writer.close()
+    reader.close()
+
+
+def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    raw = sqlite3.connect(path)
+    raw.executescript(
+        """
+        CREATE TABLE cold_items (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, artifact_version TEXT NOT NULL, item_id TEXT NOT NULL,
+            record TEXT NOT NULL, vector BLOB NOT NULL, created_at TEXT NOT NULL,
+            UNIQUE (artifact_version, item_id)
+        );
+        CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO store_meta VALUES ('schema_version', '1');
+        """
+    )
+    vec = np.full(4, 2.0, dtype="<f4").tobytes()
+    raw.execute("INSERT INTO cold_items VALUES (5, 'v1', 'old', '{\"title\": \"t\"}', ?, '2026-01-01T00:00:00Z')",
+                (vec,))
+    raw.commit()
+    raw.close()
+    store = SQLiteItemStore(path, "v1")
+    (row,) = store.changes_since(0)
+    assert (row.item_id, row.seq, row.deleted, row.vector[0]) == ("old", 5, False, 2.0)
+    assert store.delete("old") > 5 and store.get("old") is None
+    store.close()
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    raw.close()
