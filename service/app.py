@@ -150,13 +150,25 @@ def _load(state: AppState) -> None:
         max_k=s.max_k, max_items_per_add=s.max_items_per_request,
     )
     store = SQLiteItemStore(s.store, ranker.version)
-    stale = store.other_versions()
-    if stale:
-        log.warning(
-            "item store %s holds cold items of other model versions, not served by %s: %s",
-            s.store, ranker.version, stale,
-        )
     ranker.sync(store)
+    if s.carry_cold_items:
+        carried, skipped = ranker.carry_over(store)
+        if carried:
+            log.info("carried %d cold items over from older model versions (re-encoded from their text)",
+                     len(carried))
+        if skipped:
+            log.warning(
+                "%d cold items of older model versions are not served by %s (no text to re-encode, or no "
+                "encoder here): %s%s", len(skipped), ranker.version, ", ".join(map(repr, skipped[:10])),
+                " ..." if len(skipped) > 10 else "",
+            )
+    else:
+        stale = store.other_versions()
+        if stale:
+            log.warning(
+                "item store %s holds cold items of other model versions, not served by %s: %s",
+                s.store, ranker.version, stale,
+            )
     state.ranker, state.store = ranker, store
     state.metrics.set_catalogue(ranker.size, ranker.num_cold)
 

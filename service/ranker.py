@@ -512,6 +512,46 @@ class Ranker:
         self.sync(store)
         return seq
 
+    def carry_over(self, store: ItemStore) -> tuple[list[str], list[str]]:
+        """Fold the cold items that the store holds for other model versions into this one, from their text.
+
+        A stored vector is only valid for the model it was computed with; the text record is not, so a
+        new model re-encodes it. Items now in the trained catalogue, items whose newest row is a deletion,
+        and items posted as a bare `embedding` (no text to re-encode) are not carried. Returns
+        (carried ids, ids that could not be carried). Safe with several workers starting at once: the
+        store inserts only ids that have no row in this version yet.
+        """
+        candidates = [r for r in store.carried_over_candidates() if not r.deleted]
+        candidates = [r for r in candidates if not self._is_trained(r.item_id)]
+        if not candidates:
+            return [], []
+        if self.projection is None:
+            return [], [r.item_id for r in candidates]
+        textual: list[StoredItem] = []
+        skipped: list[str] = []
+        for r in candidates:
+            try:
+                has_text = bool(item_text(r.record))
+            except ValueError:
+                has_text = False
+            if has_text:
+                textual.append(r)
+            else:
+                skipped.append(r.item_id)
+        carried: list[str] = []
+        step = max(1, self.max_items_per_add)
+        for start in range(0, len(textual), step):
+            chunk = textual[start : start + step]
+            try:
+                vectors = self.fold_in([NewItem(r.item_id, dict(r.record)) for r in chunk])
+            except (InvalidItem, FoldInUnavailable) as e:  # e.g. this model's encoder cannot run here
+                log.warning("cannot carry cold items over to %s: %s", self.version, e)
+                return carried, skipped + [r.item_id for r in textual[start:]]
+            rows = [StoredItem(r.item_id, dict(r.record), vectors[n]) for n, r in enumerate(chunk)]
+            carried.extend(store.add_absent(rows))
+        self.sync(store)
+        return carried, skipped
+
     def sync(self, store: ItemStore) -> int:
         """Fold in the store's rows newer than the last seen; returns how many were applied."""
         rows = store.changes_since(self.last_seq)

@@ -65,6 +65,11 @@ class ServiceSettings(BaseSettings):
     encoder_base_url: str | None = Field(
         default=None, description="override the stored URL of an OpenAI-compatible encoder"
     )
+    carry_cold_items: bool = Field(
+        default=True,
+        description="at startup, re-encode cold items stored for older model versions and serve them with "
+        "this one (items posted as a bare embedding cannot be carried)",
+    )
     verify_checksums: bool = Field(default=True, description="check the artifact's file checksums on load")
 
     def to_env(self) -> dict[str, str]:

@@ -13,6 +13,11 @@ Contract of an `ItemStore` (what a Postgres implementation for several replicas 
 - `delete(item_id)` replaces the item's row by a tombstone with a NEW sequence number in one durable
   transaction, so every reader learns of the deletion through `changes_since` like any other change;
   an id with no live row raises `ItemNotFound`. A later `add` of the same id replaces the tombstone.
+- `add_absent(items)` inserts, in one durable transaction, only the items whose id has no row at all
+  (live or tombstone) in this version, and returns their ids: several workers may carry the same
+  cold items over from an older model version at once, and a deletion under this version wins.
+- `carried_over_candidates()` returns, for every id with no row in this version, its newest row among
+  the other versions (tombstones included: an item deleted last must stay deleted).
 - sequence numbers increase strictly in COMMIT order, so a reader that has seen everything up to `s`
   never misses a row by asking for `seq > s` later. SQLite serialises writers, so AUTOINCREMENT gives
   this for free. In Postgres a plain BIGSERIAL does not (a transaction holding seq 9 can commit after
@@ -61,6 +66,10 @@ class ItemStore(Protocol):
 
     def delete(self, item_id: str) -> int: ...
 
+    def add_absent(self, items: Sequence[StoredItem]) -> list[str]: ...
+
+    def carried_over_candidates(self) -> list[StoredItem]: ...
+
     def get(self, item_id: str) -> StoredItem | None: ...
 
     def changes_since(self, seq: int) -> list[StoredItem]: ...
@@ -83,6 +92,8 @@ CREATE TABLE IF NOT EXISTS cold_items (
     deleted INTEGER NOT NULL DEFAULT 0,     -- 1 = tombstone: deleted at this seq
     UNIQUE (artifact_version, item_id)
 );
+-- carrying items over from other versions looks rows up by id across versions
+CREATE INDEX IF NOT EXISTS cold_items_by_id ON cold_items (item_id, seq);
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -175,6 +186,47 @@ class SQLiteItemStore:
                 cur.execute("ROLLBACK")
                 raise
         return seqs
+
+    def add_absent(self, items: Sequence[StoredItem]) -> list[str]:
+        """Insert the items whose id has no row (live or tombstone) in this version; returns their ids."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        added: list[str] = []
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for it in items:
+                    # OR IGNORE: the (artifact_version, item_id) key already holds a row
+                    cur.execute(
+                        "INSERT OR IGNORE INTO cold_items (artifact_version, item_id, record, vector, created_at) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (
+                            self.artifact_version, it.item_id, json.dumps(it.record, ensure_ascii=False),
+                            np.ascontiguousarray(it.vector, dtype="<f4").tobytes(), now,
+                        ),
+                    )
+                    if cur.rowcount == 1:
+                        added.append(it.item_id)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return added
+
+    def carried_over_candidates(self) -> list[StoredItem]:
+        """Per id absent from this version, its newest row of any other version (oldest first)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT c.seq, c.item_id, c.record, c.vector, c.created_at, c.deleted FROM cold_items c "
+                "WHERE c.artifact_version != ? "
+                "AND c.seq = (SELECT MAX(o.seq) FROM cold_items o WHERE o.item_id = c.item_id "
+                "             AND o.artifact_version != ?) "
+                "AND NOT EXISTS (SELECT 1 FROM cold_items m WHERE m.item_id = c.item_id "
+                "                AND m.artifact_version = ?) "
+                "ORDER BY c.seq",
+                (self.artifact_version, self.artifact_version, self.artifact_version),
+            ).fetchall()
+        return [_row(r) for r in rows]
 
     def delete(self, item_id: str) -> int:
         """Replace the live row of `item_id` by a tombstone; durable on return. Returns its sequence number."""

@@ -174,9 +174,13 @@ def test_cold_items_survive_a_new_app_on_the_same_store(tiny_artifact: Path, tmp
         assert c.get("/items/cold-lego").json()["cold"] is True
         assert c.get("/readyz").json()["cold_items"] == 1
         assert c.post("/recommend", json={"history": ["cold-lego"], "k": 3}).status_code == 200
-    # another cold-ID rule is another artifact version: the stored vector is not served under it
-    with TestClient(create_app(_settings(tiny_artifact, store, cold_id="mean"))) as c:
+    # another cold-ID rule is another artifact version: its stored vector is not valid there ...
+    with TestClient(create_app(_settings(tiny_artifact, store, cold_id="mean", carry_cold_items=False))) as c:
         assert c.get("/items/cold-lego").status_code == 404
+    # ... but its text is: by default a new version re-encodes it at startup and serves it
+    with TestClient(create_app(_settings(tiny_artifact, store, cold_id="mean"))) as c:
+        assert c.get("/items/cold-lego").json()["cold"] is True
+        assert c.get("/readyz").json()["cold_items"] == 1
 
 
 def test_two_apps_on_one_store_see_each_others_items(tiny_artifact: Path, tmp_path: Path) -> None:

@@ -337,3 +337,33 @@ def test_deleted_cold_items_leave_every_path_and_other_rankers(artifact: Artifac
     ranker.sync(store)  # a deleted id can come back, on a new row
     assert ranker.get_item("rand-7") == ({"title": "back"}, True) and ranker.size == len(artifact.item_ids) + 100
     store.close()
+
+
+def test_carry_over_refolds_text_items_of_another_version(
+    artifact: Artifact, encoder, tmp_path: Path  # noqa: ANN001
+) -> None:
+    path = tmp_path / "s.sqlite3"
+    old = Ranker(artifact, encoder=encoder)  # cold_id zeros
+    old_store = SQLiteItemStore(path, old.version)
+    emb = np.random.default_rng(0).standard_normal(384).tolist()
+    old.add_items(old_store, [
+        NewItem("castle", {"title": "LEGO Harry Potter Hogwarts Castle", "categories": ["lego"]}),
+        NewItem("bare", {}, emb),
+        NewItem("dropped", {"title": "Toy Train"}),
+    ])
+    old.delete_item(old_store, "dropped")
+    old_store.add([StoredItem("lego-0", {"title": "shadowed"}, np.zeros(old.dim, dtype=np.float32))])
+
+    new = Ranker(artifact, encoder=encoder, cold_id="mean")
+    assert new.version != old.version
+    store = SQLiteItemStore(path, new.version)
+    carried, skipped = new.carry_over(store)
+    assert carried == ["castle"] and skipped == ["bare"]
+    expected = new.fold_in([NewItem("castle", {"title": "LEGO Harry Potter Hogwarts Castle", "categories": ["lego"]})])
+    np.testing.assert_allclose(new.table[new.row_of("castle")].numpy(), expected[0], atol=1e-6)
+    assert new.get_item("castle")[1] is True and new.num_cold == 1
+    with pytest.raises(ItemNotFound):
+        new.get_item("dropped")
+    assert Ranker(artifact, encoder=encoder, cold_id="mean").carry_over(store) == ([], ["bare"])  # idempotent
+    old_store.close()
+    store.close()

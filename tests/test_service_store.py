@@ -131,3 +131,22 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
     raw = sqlite3.connect(path)
     assert raw.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()[0] == "2"
     raw.close()
+
+
+def test_carry_over_candidates_and_add_absent(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    old, older = SQLiteItemStore(path, "v1"), SQLiteItemStore(path, "v0")
+    older.add([_item("a", 1.0), _item("gone")])
+    old.add([_item("a", 2.0), _item("b"), _item("gone"), _item("here")])
+    old.delete("gone")  # deleted last: must stay deleted
+    new = SQLiteItemStore(path, "v2")
+    new.add([_item("here", 9.0)])  # already in the new version: not a candidate
+    cands = {r.item_id: r for r in new.carried_over_candidates()}
+    assert sorted(cands) == ["a", "b", "gone"] and cands["gone"].deleted
+    assert cands["a"].vector[0] == 2.0  # the newest row of the id across the other versions
+    new.delete("here")
+    assert new.add_absent([_item("a", 5.0), _item("here", 5.0)]) == ["a"]  # a tombstone is a row too
+    assert new.get("a").vector[0] == 5.0 and new.get("here") is None  # type: ignore[union-attr]
+    assert new.add_absent([_item("a", 6.0)]) == []  # a second worker doing the same adds nothing
+    for s in (old, older, new):
+        s.close()
