@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Set
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,6 +160,25 @@ def check_split_items(split: Split, known_items: set[str]) -> None:
         raise ValueError(
             f"split {split.source} mentions {len(unknown)} items not in the dataset: {_name_some(unknown)}"
         )
+
+
+def without_items(split: Split, items: Set[str]) -> Split:
+    """The split as if `items` did not exist: dropped from training sequences and histories; evaluation
+    cases whose target is one of them are dropped, and so are cases left with an empty history."""
+
+    def keep(cases: list[EvalCase]) -> list[EvalCase]:
+        out = []
+        for c in cases:
+            history = tuple(i for i in c.history if i not in items)
+            if c.target not in items and history:
+                out.append(EvalCase(c.user, history, c.target))
+        return out
+
+    train = {u: [i for i in seq if i not in items] for u, seq in split.train.items()}
+    return Split(
+        split.protocol, {u: seq for u, seq in train.items() if seq}, keep(split.valid), keep(split.test),
+        f"{split.source} without {len(items)} items",
+    )
 
 
 def split_for(ds: Dataset, protocol: str, seed: int, split_dir: Path | None = None) -> Split:

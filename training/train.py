@@ -6,6 +6,7 @@ import copy
 import json
 import logging
 import time
+from collections.abc import Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from training.config import TrainConfig
 from training.data import Dataset, k_core, load_dataset
 from training.encoders import TEXT_TEMPLATE_VERSION, embed_items, encoder_from_spec
 from training.evaluate import evaluate_cases
-from training.splits import Split, check_split_items, split_for
+from training.splits import Split, check_split_items, split_for, without_items
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +45,19 @@ class Prepared:
     popularity: np.ndarray  # (N,) training interaction counts
 
 
-def prepare(cfg: TrainConfig) -> Prepared:
+def prepare(cfg: TrainConfig, exclude_items: Set[str] = frozenset()) -> Prepared:
+    """Load, split and embed. `exclude_items` are kept out of everything the model sees (catalogue,
+    projection, training, validation): the cold-start-items protocol (training/cold_items.py)."""
     if not cfg.data:
         raise ValueError("no dataset given: pass --data DIR")
     ds = load_dataset(Path(cfg.data))
     if cfg.k_core > 1:
         ds = k_core(ds, cfg.k_core)
     split = split_for(ds, cfg.protocol, cfg.seed, Path(cfg.split) if cfg.split else None)
-    item_ids = list(ds.items)
-    check_split_items(split, set(item_ids))
+    check_split_items(split, set(ds.items))
+    if exclude_items:
+        split = without_items(split, exclude_items)
+    item_ids = [i for i in ds.items if i not in exclude_items]
     index = {item: row + 1 for row, item in enumerate(item_ids)}
     popularity = np.zeros(len(item_ids), dtype=np.float64)
     for seq in split.train.values():
