@@ -1,9 +1,10 @@
 """The HTTP app: `create_app(settings)` builds it; the lifespan loads the artifact, index, encoder and store.
 
 Nothing heavy happens at import. Routes are thin: they turn the request body into a domain call, and
-domain errors (`service.errors`) become HTTP statuses in one table, `ERROR_STATUS`. All model, index and
-store work runs in one worker thread (`AppState.executor`), so torch/faiss never run twice at once and
-the ranker's in-memory state needs no locks.
+domain errors (`service.errors`) become HTTP statuses in one table, `ERROR_STATUS`. All ranking, index
+and store work runs in one worker thread (`AppState.executor`), so the ranker's in-memory state needs no
+locks. The one slow step that touches none of that state, encoding new items' text, runs in a second
+thread (`AppState.encoder_executor`) so that a large POST /items does not stall /recommend.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from service.errors import (
     ServiceError,
 )
 from service.metrics import MetricsMiddleware, ServiceMetrics
-from service.ranker import NewItem, Query, Ranker, Ranking
+from service.ranker import AddedItem, FoldedItems, NewItem, Query, Ranker, Ranking
 from service.schemas import (
     ErrorResponse,
     HealthResponse,
@@ -80,6 +81,7 @@ class AppState:
     ranker: Ranker | None = None
     store: ItemStore | None = None
     executor: ThreadPoolExecutor | None = None
+    encoder_executor: ThreadPoolExecutor | None = None
     batcher: MicroBatcher[Query, Ranking] | None = None
     ready: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -94,6 +96,13 @@ class AppState:
         if self.executor is None:
             raise NotReady("the service is not running")
         return await asyncio.get_running_loop().run_in_executor(self.executor, partial(fn, *args, **kwargs))
+
+    async def run_encoder(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn` in the encoder thread (text encoding for new items, concurrent with ranking)."""
+        if self.encoder_executor is None:
+            raise NotReady("the service is not running")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.encoder_executor, partial(fn, *args, **kwargs))
 
     # --- everything below runs in the worker thread -------------------------------------------------
 
@@ -111,10 +120,10 @@ class AppState:
         self.sync()
         return self.ranker.recommend_many(queries)
 
-    def add_items(self, items: list[NewItem], upsert: bool) -> Any:
+    def commit_items(self, folded: FoldedItems, upsert: bool) -> list[AddedItem]:
         assert self.ranker is not None and self.store is not None
         try:
-            return self.ranker.add_items(self.store, items, upsert=upsert)
+            return self.ranker.commit_items(self.store, folded, upsert=upsert)
         finally:
             self.metrics.set_catalogue(self.ranker.size, self.ranker.num_cold)
 
@@ -187,6 +196,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_workers=1, thread_name_prefix="alphafuse-ranker", initializer=_init_worker_thread,
         initargs=(s.torch_threads, s.faiss_threads),
     )
+    state.encoder_executor = ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="alphafuse-encoder", initializer=_init_worker_thread,
+        initargs=(s.torch_threads, s.faiss_threads),
+    )
     try:
         await state.run(_load, state)
         assert state.ranker is not None
@@ -213,6 +226,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await state.batcher.stop()
         state.executor.shutdown(wait=True)
         state.executor = None
+        state.encoder_executor.shutdown(wait=True)
+        state.encoder_executor = None
         if state.store is not None:
             state.store.close()
 
@@ -270,7 +285,9 @@ async def recommend(body: RecommendRequest, svc: Service) -> RecommendResponse:
 
 async def add_items(body: ItemsCreateRequest, svc: Service) -> ItemsCreateResponse:
     items = [NewItem(it.item_id, it.record(), it.embedding) for it in body.items]
-    added = await svc.run(svc.add_items, items, body.upsert)
+    assert svc.ranker is not None
+    folded = await svc.run_encoder(svc.ranker.fold_in_new, items, upsert=body.upsert)
+    added = await svc.run(svc.commit_items, folded, body.upsert)
     return ItemsCreateResponse(
         items=[ItemResponse(item_id=a.item_id, record=a.record, cold=True) for a in added],
         replaced=[a.item_id for a in added if a.replaced], model=svc.model_info,

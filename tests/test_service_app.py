@@ -262,3 +262,33 @@ def test_serve_returns_3_when_startup_fails(tmp_path: Path, monkeypatch: pytest.
         monkeypatch.setenv(key, "")
         monkeypatch.delenv(key)
     assert serve(tmp_path / "missing", port=0, store=tmp_path / "s.sqlite3", log_level="critical") == 3
+
+
+def test_encoding_new_items_does_not_hold_up_ranking(tiny_artifact: Path, tmp_path: Path) -> None:
+    import threading
+
+    from service.ranker import Ranker
+
+    with TestClient(create_app(_settings(tiny_artifact, tmp_path / "s.sqlite3"))) as c:
+        ranker = c.app.state.service.ranker  # type: ignore[attr-defined]
+        assert isinstance(ranker, Ranker)
+        encoding, release = threading.Event(), threading.Event()
+        real_fold_in = ranker.fold_in
+
+        def slow_fold_in(items):  # noqa: ANN001, ANN202 - stands in for a long text encoding
+            encoding.set()
+            assert release.wait(30)
+            return real_fold_in(items)
+
+        ranker.fold_in = slow_fold_in  # type: ignore[method-assign]
+        posted: dict[str, int] = {}
+        poster = threading.Thread(
+            target=lambda: posted.update(status=c.post("/items", json={"items": [HOGWARTS]}).status_code)
+        )
+        poster.start()
+        assert encoding.wait(30)
+        r = c.post("/recommend", json={"history": LEGO, "k": 3})  # answered while the encoder is busy
+        assert r.status_code == 200 and poster.is_alive()
+        release.set()
+        poster.join(30)
+        assert posted == {"status": 201} and c.get("/items/cold-lego").status_code == 200
