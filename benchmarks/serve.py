@@ -8,6 +8,10 @@ recommend rps / healthz rps at the same concurrency: how much of the HTTP stack'
     python benchmarks/serve.py --artifact runs/toys --duration 15
     python benchmarks/serve.py --artifact runs/toys --env ALPHAFUSE_MAX_BATCH=1 --name serve-nobatch
     python benchmarks/serve.py --artifact runs/toys --index hnsw --name serve-hnsw
+    python benchmarks/serve.py --artifact runs/toys --concurrency 8 --bulk-items 256 --name serve-bulk
+
+`--bulk-items N` adds one writer that POSTs N new text items at a time, back to back (after
+`--bulk-pause` seconds), during every /recommend row: what a catalogue import does to ranking latency.
 
 Histories are the test split of the dataset the artifact was trained on (`--data/--split/--protocol`,
 default: as recorded in the artifact's manifest). The load generator runs on the same machine as the
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -34,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from service.loadtest import load_workload, run_loadtest
+from service.loadtest import SyntheticItems, load_workload, run_loadtest
 
 log = logging.getLogger("benchmarks.serve")
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,6 +172,38 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+async def bulk_writer(
+    url: str, n: int, pause_s: float, words: list[str], stop: asyncio.Event, timeout_s: float
+) -> dict[str, Any]:
+    """POST n synthetic text items per request until `stop`; latency of each POST in ms."""
+    make = SyntheticItems(words)
+    lat: list[float] = []
+    errors = 0
+    sent = 0
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, trust_env=False) as client:
+        while not stop.is_set():
+            body = {"items": [make(sent + j) for j in range(n)]}
+            sent += n
+            t0 = time.perf_counter()
+            try:
+                r = await client.post("/items", json=body)
+                if r.status_code == 201:
+                    lat.append((time.perf_counter() - t0) * 1000)
+                else:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause_s)
+    lat.sort()
+
+    def pct(q: float) -> float | None:
+        return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else None
+
+    return {"posts": len(lat), "items_per_post": n, "errors": errors,
+            "latency_ms": {"p50": pct(0.5), "p95": pct(0.95), "p99": pct(0.99), "max": lat[-1] if lat else None}}
+
+
 async def measure(
     args: argparse.Namespace, url: str, histories: list[list[str]], words: list[str]
 ) -> list[dict[str, Any]]:
@@ -175,9 +212,23 @@ async def measure(
         await run_loadtest(url, histories, duration_s=args.warmup, concurrency=max(args.concurrency), **common)
     reports = []
     for c in args.concurrency:
+        stop = asyncio.Event()
+        writer = None
+        if args.bulk_items > 0:
+            writer = asyncio.create_task(
+                bulk_writer(url, args.bulk_items, args.bulk_pause, words, stop, args.timeout)
+            )
         report = await run_loadtest(
             url, histories, duration_s=args.duration, concurrency=c, items_ratio=args.items_ratio, **common
         )
+        if writer is not None:
+            stop.set()
+            bulk = await writer
+            lat = bulk["latency_ms"]
+            report["routes"][f"POST /items ({args.bulk_items} per request)"] = {
+                "requests": bulk["posts"] + bulk["errors"], "ok_rps": bulk["posts"] / args.duration,
+                "latency_ms": lat, "errors": bulk["errors"],
+            }
         log.info("POST /recommend c=%d: %.1f rps, p50 %s ms, %d errors", c, report["ok_rps"],
                  _ms(report["latency_ms"]["p50"]), report["errors"])  # fmt: skip
         reports.append(report)
@@ -254,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32], help="/recommend concurrencies")
     p.add_argument("--healthz-concurrency", type=int, default=32, help="/healthz baseline (0: skip)")
     p.add_argument("--items-ratio", type=float, default=0.0, help="share of POST /items in /recommend rows")
+    p.add_argument("--bulk-items", type=int, default=0, help="items per POST of a concurrent bulk writer (0: off)")
+    p.add_argument("--bulk-pause", type=float, default=1.0, help="seconds between the bulk writer's POSTs")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
