@@ -281,3 +281,11 @@ def test_id_rows_start_at_the_noise_scale_for_dreamrec_and_unit_norm_for_sasrec(
     assert float(build_recommender(explicit, n, None).item_vectors().detach().std()) == pytest.approx(0.3, rel=0.02)
     with pytest.raises(ValueError, match="id_std"):
         RecommenderConfig(id_std=-1.0)
+
+
+def test_learning_rate_defaults_by_backbone() -> None:
+    assert TrainConfig(data="x").learning_rate() == 1e-3
+    assert TrainConfig(data="x", backbone="dreamrec").learning_rate() == 1e-4
+    assert TrainConfig(data="x", backbone="dreamrec", lr=5e-4).learning_rate() == 5e-4
+    with pytest.raises(ValueError, match="lr must be"):
+        TrainConfig(data="x", lr=-1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -59,7 +60,7 @@ class TrainConfig:
     p_uncond: float = 0.1  # dreamrec: probability of training with the null condition
     sampling_steps: int = 50  # dreamrec: strided DDIM steps at inference (saved in the artifact)
     eval_sampling_steps: int = 0  # dreamrec: DDIM steps for validation during training (0 = --sampling-steps)
-    lr: float = 1e-3  # Adam learning rate
+    lr: float = 0.0  # Adam learning rate (0 = by backbone: 1e-3 sasrec, 1e-4 dreamrec)
     weight_decay: float = 0.0  # Adam weight decay
     batch_size: int = 256  # training sequences per step
     epochs: int = 100  # maximum epochs
@@ -88,8 +89,19 @@ class TrainConfig:
         for name in ("epochs", "patience", "batch_size", "eval_every", "eval_batch_size", "max_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr >= 0):
+            raise ValueError(f"lr must be a positive number (0 = by backbone), got {self.lr}")
+
+    def learning_rate(self) -> float:
+        """The Adam learning rate: `lr`, or the backbone's default when it is 0.
+
+        DreamRec's default is 10x lower than SASRec's because it was measured: on Toys at 1e-3 every
+        DreamRec variant peaked on validation within 1-5 epochs and then declined (test N@20 0.030 for the
+        text variants); at 1e-4 they keep improving for 6-14 epochs and reach 0.041 (benchmarks/RESULTS.md).
+        """
+        if self.lr > 0:
+            return self.lr
+        return 1e-4 if self.backbone == "dreamrec" else 1e-3
 
     def dreamrec_config(self) -> DreamRecConfig:
         return DreamRecConfig(

@@ -174,7 +174,7 @@ def fit(cfg: TrainConfig, prep: Prepared) -> TrainResult:
     model = build_recommender(cfg.recommender_config(hidden, d_n), n, language)
     trainable = [p for p in model.parameters() if p.requires_grad]
     log.info("model: %d trainable parameters", sum(p.numel() for p in trainable))
-    opt = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(trainable, lr=cfg.learning_rate(), weight_decay=cfg.weight_decay)
 
     sequences = [[prep.index[i] for i in seq] for seq in prep.split.train.values()]
     inputs, targets = training_windows(sequences, cfg.max_len)
@@ -252,7 +252,9 @@ def run_training(cfg: TrainConfig) -> TrainResult:
             "text_template_version": TEXT_TEMPLATE_VERSION,
         },
         "null_space": null_space_record(cfg, prep.projection),
-        "training": {"best_epoch": result.best_epoch, "seconds": round(result.seconds, 2)},
+        "training": {
+            "best_epoch": result.best_epoch, "seconds": round(result.seconds, 2), "lr": cfg.learning_rate(),
+        },
         "metrics": result.metrics,
     }
     records = [prep.dataset.items[i] for i in prep.item_ids]
