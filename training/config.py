@@ -97,7 +97,7 @@ class TrainConfig:
 
         DreamRec's default is 10x lower than SASRec's because it was measured: on Toys at 1e-3 every
         DreamRec variant peaked on validation within 1-5 epochs and then declined (test N@20 0.030 for the
-        text variants); at 1e-4 they keep improving for 6-14 epochs and reach 0.041 (benchmarks/RESULTS.md).
+        text variants); at 1e-4 they keep improving for 6-14 epochs and reach 0.040-0.041 (benchmarks/RESULTS.md).
         """
         if self.lr > 0:
             return self.lr
