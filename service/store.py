@@ -30,12 +30,13 @@ Contract of an `ItemStore` (what a Postgres implementation for several replicas 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -127,10 +128,33 @@ class SQLiteItemStore:
             self._conn.close()
             raise
 
+    @contextlib.contextmanager
+    def _write(self, *, locked: bool = True) -> Iterator[sqlite3.Cursor]:
+        """One write transaction: BEGIN IMMEDIATE takes SQLite's write lock up front, so what is read
+        inside stays true until COMMIT; any exception rolls everything back."""
+        with self._lock if locked else contextlib.nullcontext():
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+    def _insert(self, cur: sqlite3.Cursor, item: StoredItem, *, or_ignore: bool = False) -> None:
+        cur.execute(
+            f"INSERT {'OR IGNORE ' if or_ignore else ''}INTO cold_items "
+            "(artifact_version, item_id, record, vector, created_at, deleted) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                self.artifact_version, item.item_id, json.dumps(item.record, ensure_ascii=False),
+                np.ascontiguousarray(item.vector, dtype="<f4").tobytes(), _now(), int(item.deleted),
+            ),
+        )
+
     def _check_schema(self) -> None:
-        cur = self._conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")  # several workers open the same file at once: one migrates
-        try:
+        # several workers open the same file at once: the write lock makes exactly one of them migrate
+        with self._write(locked=False) as cur:
             cur.execute(
                 "INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
@@ -143,74 +167,39 @@ class SQLiteItemStore:
                 raise ValueError(
                     f"item store {self.path} has schema version {version}, expected {SCHEMA_VERSION}"
                 )
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
 
     def add(self, items: Sequence[StoredItem], *, upsert: bool = False) -> list[int]:
         ids = [it.item_id for it in items]
         if len(set(ids)) != len(ids):
             raise ValueError(f"duplicate item ids in one add: {sorted({i for i in ids if ids.count(i) > 1})}")
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")  # take the write lock now: the existence check stays true
-            try:
-                existing = self._existing(cur, ids)
-                if existing and not upsert:
-                    raise ItemConflict(
-                        f"cold items already exist: {', '.join(repr(i) for i in existing)}; "
-                        "pass upsert=true to replace them",
-                        existing,
-                    )
-                # replaced rows and tombstones of these ids both give way (one row per id)
-                cur.executemany(
-                    "DELETE FROM cold_items WHERE artifact_version = ? AND item_id = ?",
-                    [(self.artifact_version, i) for i in ids],
+        seqs = []
+        with self._write() as cur:
+            existing = self._existing(cur, ids)
+            if existing and not upsert:
+                raise ItemConflict(
+                    f"cold items already exist: {', '.join(repr(i) for i in existing)}; "
+                    "pass upsert=true to replace them",
+                    existing,
                 )
-                seqs = []
-                for it in items:
-                    cur.execute(
-                        "INSERT INTO cold_items (artifact_version, item_id, record, vector, created_at) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (
-                            self.artifact_version, it.item_id, json.dumps(it.record, ensure_ascii=False),
-                            np.ascontiguousarray(it.vector, dtype="<f4").tobytes(), now,
-                        ),
-                    )
-                    assert cur.lastrowid is not None
-                    seqs.append(int(cur.lastrowid))
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+            # replaced rows and tombstones of these ids both give way (one row per id)
+            cur.executemany(
+                "DELETE FROM cold_items WHERE artifact_version = ? AND item_id = ?",
+                [(self.artifact_version, i) for i in ids],
+            )
+            for it in items:
+                self._insert(cur, it)
+                assert cur.lastrowid is not None
+                seqs.append(int(cur.lastrowid))
         return seqs
 
     def add_absent(self, items: Sequence[StoredItem]) -> list[str]:
         """Insert the items whose id has no row (live or tombstone) in this version; returns their ids."""
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         added: list[str] = []
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                for it in items:
-                    # OR IGNORE: the (artifact_version, item_id) key already holds a row
-                    cur.execute(
-                        "INSERT OR IGNORE INTO cold_items (artifact_version, item_id, record, vector, created_at) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (
-                            self.artifact_version, it.item_id, json.dumps(it.record, ensure_ascii=False),
-                            np.ascontiguousarray(it.vector, dtype="<f4").tobytes(), now,
-                        ),
-                    )
-                    if cur.rowcount == 1:
-                        added.append(it.item_id)
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        with self._write() as cur:
+            for it in items:
+                self._insert(cur, it, or_ignore=True)  # ignored: the (version, id) key already holds a row
+                if cur.rowcount == 1:
+                    added.append(it.item_id)
         return added
 
     def carried_over_candidates(self) -> list[StoredItem]:
@@ -230,28 +219,15 @@ class SQLiteItemStore:
 
     def delete(self, item_id: str) -> int:
         """Replace the live row of `item_id` by a tombstone; durable on return. Returns its sequence number."""
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                if not self._existing(cur, [item_id]):
-                    raise ItemNotFound(item_id)
-                cur.execute(
-                    "DELETE FROM cold_items WHERE artifact_version = ? AND item_id = ?",
-                    (self.artifact_version, item_id),
-                )
-                cur.execute(
-                    "INSERT INTO cold_items (artifact_version, item_id, record, vector, created_at, deleted) "
-                    "VALUES (?, ?, '{}', x'', ?, 1)",
-                    (self.artifact_version, item_id, now),
-                )
-                assert cur.lastrowid is not None
-                seq = int(cur.lastrowid)
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        with self._write() as cur:
+            if not self._existing(cur, [item_id]):
+                raise ItemNotFound(item_id)
+            cur.execute(
+                "DELETE FROM cold_items WHERE artifact_version = ? AND item_id = ?", (self.artifact_version, item_id)
+            )
+            self._insert(cur, StoredItem(item_id, {}, np.zeros(0, dtype=np.float32), deleted=True))
+            assert cur.lastrowid is not None
+            seq = int(cur.lastrowid)
         return seq
 
     def _existing(self, cur: sqlite3.Cursor, ids: Sequence[str]) -> list[str]:
@@ -307,6 +283,10 @@ class SQLiteItemStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _row(row: tuple[Any, ...]) -> StoredItem:
