@@ -26,12 +26,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from quality import train_overrides  # benchmarks/ is on sys.path when run as a script
 
 from training.cold_items import ColdId, evaluate_with_cold_items, fold_in_vectors, pick_cold_items
 from training.config import TrainConfig
 from training.data import load_dataset
-from training.encoders import embed_items, encoder_from_spec
+from training.encoders import TextEncoder, embed_items, encoder_from_spec
 from training.splits import split_for
 from training.train import fit, prepare
 
@@ -66,23 +68,25 @@ def main() -> None:
     p.add_argument("--fraction", type=float, default=0.1, help="share of the catalogue held out as cold items")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--config", default=None, help="YAML/TOML of TrainConfig fields applied to every run")
     p.add_argument("--set", action="append", default=[], help="TrainConfig override KEY=VALUE (JSON value)")
     p.add_argument("--out", default="benchmarks/out/cold-items")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    overrides: dict[str, Any] = {}
-    for kv in args.set:
-        key, _, value = kv.partition("=")
-        overrides[key.replace("-", "_")] = json.loads(value)
+    overrides = train_overrides(args.config, args.set)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ds = load_dataset(Path(args.data))
     all_ids = list(ds.items)
     runs: list[dict[str, Any]] = []
+    encoder: TextEncoder | None = None
     for seed in [int(s) for s in args.seeds.split(",")]:
         cold = pick_cold_items(all_ids, args.fraction, seed)
         cold_ids = [i for i in all_ids if i in cold]
+        # the same for every run of this seed: the test cases, and the cold items' raw text embeddings
+        split = split_for(ds, args.protocol, seed, Path(args.split) if args.split else None)
+        cold_emb: np.ndarray | None = None
         for run in args.runs.split(","):
             variant = "alphafuse" if run == "alphafuse-all" else run
             cfg = TrainConfig(
@@ -94,23 +98,23 @@ def main() -> None:
             t0 = time.perf_counter()
             prep = prepare(cfg, exclude_items=frozenset() if run == "alphafuse-all" else cold)
             result = fit(cfg, prep)
-            split = split_for(ds, cfg.protocol, cfg.seed, Path(cfg.split) if cfg.split else None)
             if run == "alphafuse-all":
                 folds: list[tuple[str, list[str], torch.Tensor]] = [
                     ("alphafuse trained with them (reference)", [], torch.zeros(0, prep.projection.output_dim))
                 ] if prep.projection is not None else []
             else:
                 assert prep.projection is not None and prep.encoder_identity is not None
-                emb = embed_items(
-                    encoder_from_spec(cfg.encoder), cold_ids, ds.items,
-                    Path(cfg.cache_dir) if cfg.cache_dir else None, progress=False,
-                )
+                if cold_emb is None:
+                    encoder = encoder or encoder_from_spec(cfg.encoder)
+                    cold_emb = embed_items(
+                        encoder, cold_ids, ds.items, Path(cfg.cache_dir) if cfg.cache_dir else None, progress=False
+                    )
                 rules: tuple[ColdId, ...] = ("zeros", "mean") if variant == "alphafuse" else ("zeros",)
                 folds = [
                     (
                         f"{variant} cold, v0 = {'0' if rule == 'zeros' else 'mean ID'}" if variant == "alphafuse"
                         else f"{variant} cold, z only",
-                        cold_ids, fold_in_vectors(result.model, prep.projection, emb, rule),
+                        cold_ids, fold_in_vectors(result.model, prep.projection, cold_emb, rule),
                     )
                     for rule in rules
                 ]

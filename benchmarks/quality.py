@@ -44,6 +44,18 @@ def summarise(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def train_overrides(config: str | None, pairs: list[str]) -> dict[str, Any]:
+    """TrainConfig fields from `--config FILE` then `--set KEY=VALUE` (JSON value, else the raw string)."""
+    values: dict[str, Any] = read_config_file(Path(config)) if config else {}
+    for kv in pairs:
+        key, _, raw = kv.partition("=")
+        try:
+            values[key.replace("-", "_")] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key.replace("-", "_")] = raw
+    return values
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
@@ -59,13 +71,7 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    base_values: dict[str, Any] = read_config_file(Path(args.config)) if args.config else {}
-    for kv in args.set:
-        key, _, raw = kv.partition("=")
-        try:
-            base_values[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            base_values[key] = raw
+    base_values = train_overrides(args.config, args.set)
     base = TrainConfig(
         data=args.data, split=args.split, protocol=args.protocol, epochs=args.epochs, patience=args.patience,
         **base_values,
