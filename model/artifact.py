@@ -115,7 +115,8 @@ def save_artifact(
         files.append(PROJECTION_FILE)
         proj_meta = {
             "d_s": projection.d_s, "d_n": projection.d_n, "scale": projection.scale,
-            "input_dim": projection.input_dim, "output_dim": projection.output_dim,
+            "language_scale": projection.language_scale, "input_dim": projection.input_dim,
+            "output_dim": projection.output_dim,
         }
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -206,6 +207,8 @@ def load_artifact(path: Path, *, verify_checksums: bool = True) -> Artifact:
             projection = Projection(
                 mean=t["mean"], basis=t["basis"], eigenvalues=t["eigenvalues"], factor=t["factor"],
                 d_s=int(meta["d_s"]), d_n=int(meta["d_n"]), scale=float(meta["scale"]),
+                # absent in artifacts written before the field existed: they were trained at 1
+                language_scale=float(meta.get("language_scale", 1.0)),
             )
         except (KeyError, ValueError) as e:
             raise ArtifactError(f"{path / PROJECTION_FILE}: {e}") from e

@@ -101,11 +101,18 @@ def whitening_scale(eigenvalues: np.ndarray, floor: float, standardise: bool = T
 
 @dataclass(frozen=True)
 class Projection:
-    """What folds any text embedding into the fused space: `Z = (scale * e - mu) @ basis * factor`.
+    """What folds any text embedding into the fused space:
+    `Z = language_scale * ((scale * e - mu) @ basis * factor)`.
 
     `basis` holds the kept eigenvectors as columns (d_l, k) with `k = d_s + d_n`; `eigenvalues` are
     theirs; `factor` is the per-direction whitening (ones if standardisation is off). The language part
     of the null-space coordinates is kept (it is small, not zero); IDs are added on top of it.
+
+    `language_scale` sets the size of the frozen coordinates relative to the trainable ID rows that are
+    added to them. Whitening leaves every direction with unit variance (rows of norm ~sqrt(k)), while
+    Adam moves an ID coordinate by about the learning rate per step, so at scale 1 the IDs of a SASRec
+    stay negligible for thousands of steps; 1/sqrt(k) gives rows of norm ~1, the scale an ID-only table
+    starts from. Artifacts from before this field existed recorded no scale and mean 1.
     """
 
     mean: np.ndarray  # (d_l,) float64, in scaled units
@@ -115,6 +122,7 @@ class Projection:
     d_s: int
     d_n: int
     scale: float
+    language_scale: float = 1.0
 
     def __post_init__(self) -> None:
         d_l, k = self.basis.shape
@@ -128,6 +136,8 @@ class Projection:
             raise ValueError(f"d_s={self.d_s} + d_n={self.d_n} must equal the kept directions {k}")
         if self.scale <= 0:
             raise ValueError(f"scale must be > 0, got {self.scale}")
+        if not (np.isfinite(self.language_scale) and self.language_scale > 0):
+            raise ValueError(f"language_scale must be a finite number > 0, got {self.language_scale}")
 
     @property
     def input_dim(self) -> int:
@@ -142,7 +152,7 @@ class Projection:
         e = np.asarray(emb, dtype=np.float64)
         if e.ndim != 2 or e.shape[1] != self.input_dim:
             raise ValueError(f"expected embeddings of shape (n, {self.input_dim}), got {e.shape}")
-        return ((self.scale * e - self.mean) @ self.basis) * self.factor
+        return ((self.scale * e - self.mean) @ self.basis) * (self.factor * self.language_scale)
 
 
 def fit_projection(
@@ -156,12 +166,14 @@ def fit_projection(
     standardise: bool = True,
     clip: bool = True,
     floor: float = 1e-6,
+    language_scale: float = 1.0,
 ) -> Projection:
     """Fit the AlphaFuse projection on a catalogue's language embeddings (N, d_l).
 
     Pick the null space either by dimension (`hidden_dim` + `d_n`, SASRec) or by eigenvalue `threshold`
     (DreamRec, keeps all directions). `clip=False` is the paper's "without clipping" ablation: keep every
-    direction and host the IDs in the last `d_n` of them (the hidden size becomes d_l).
+    direction and host the IDs in the last `d_n` of them (the hidden size becomes d_l). `language_scale`
+    multiplies the resulting coordinates (see `Projection`).
     """
     e = np.asarray(emb, dtype=np.float64) * scale
     d_l = e.shape[1] if e.ndim == 2 else -1
@@ -185,6 +197,6 @@ def fit_projection(
     factor = whitening_scale(s[:k], floor, standardise)
     return Projection(
         mean=mu, basis=u[:, :k].copy(), eigenvalues=s[:k].copy(), factor=factor, d_s=d_s, d_n=dn,
-        scale=float(scale),
+        scale=float(scale), language_scale=float(language_scale),
     )
 

@@ -94,7 +94,7 @@ class AddedItem:
 
 def artifact_version(artifact: Artifact, cold_id: ColdId) -> str:
     """`<model version>+<digest>`: the digest covers everything a cold item's vector depends on (model and
-    projection files, encoder identity, text template, cold-ID rule), so stored vectors are never served
+    projection files, language scale, encoder identity, text template, cold-ID rule), so stored vectors are never served
     by a model they were not computed for."""
     files = artifact.manifest.get("files", {})
     encoder = artifact.manifest.get("encoder") or {}
@@ -105,6 +105,9 @@ def artifact_version(artifact: Artifact, cold_id: ColdId) -> str:
         "text_template_version": encoder.get("text_template_version"),
         "cold_id": cold_id,
     }
+    scale = (artifact.manifest.get("projection") or {}).get("language_scale")
+    if scale is not None:  # only in newer manifests; leaving it out keeps older artifacts' versions unchanged
+        payload["language_scale"] = scale
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
     version = (artifact.manifest.get("model") or {}).get("version", "unversioned")
     return f"{version}+{digest}"

@@ -100,3 +100,14 @@ def test_projection_validates_shapes() -> None:
     p = fit_projection(np.random.default_rng(0).normal(size=(10, 3)), hidden_dim=2, d_n=1)
     with pytest.raises(ValueError, match=r"\(n, 3\)"):
         p.apply(np.zeros((2, 4)))
+
+
+def test_language_scale_multiplies_the_coordinates_and_is_validated() -> None:
+    e = np.random.default_rng(0).normal(size=(40, 6))
+    base = fit_projection(e, hidden_dim=4, d_n=2)
+    scaled = fit_projection(e, hidden_dim=4, d_n=2, language_scale=0.5)
+    np.testing.assert_allclose(scaled.apply(e[:3]), 0.5 * base.apply(e[:3]), rtol=1e-12)
+    z = scaled.apply(e)
+    np.testing.assert_allclose(z.var(axis=0), np.full(4, 0.25), rtol=1e-9)  # whitened, then scaled
+    with pytest.raises(ValueError, match="language_scale"):
+        fit_projection(e, hidden_dim=4, d_n=2, language_scale=0.0)
