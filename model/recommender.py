@@ -23,7 +23,7 @@ __all__ = ["Recommender", "RecommenderConfig", "SequentialRecommender", "build_r
 
 ItemEmbeddingKind = Literal["alphafuse", "id", "llminit", "whitened-text"]
 Backbone = Literal["sasrec", "dreamrec"]
-LossKind = Literal["ce", "infonce", "bce"]
+LossKind = Literal["ce", "sampled-softmax", "infonce", "bce"]
 Similarity = Literal["dot", "cosine"]
 ITEM_EMBEDDINGS: tuple[str, ...] = get_args(ItemEmbeddingKind)
 BACKBONES: tuple[str, ...] = get_args(Backbone)
@@ -36,8 +36,9 @@ class RecommenderConfig:
     backbone: Backbone = "sasrec"  # sasrec (discriminative) or dreamrec (diffusion)
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)  # also DreamRec's history encoder
     dreamrec: DreamRecConfig = field(default_factory=DreamRecConfig)  # used by backbone "dreamrec" only
-    loss: LossKind = "ce"  # SASRec: full softmax CE, sampled InfoNCE, or BCE with one negative
+    loss: LossKind = "ce"  # SASRec: full softmax CE, sampled softmax (logQ), sampled InfoNCE, or BCE
     negatives: int = 64  # InfoNCE negatives per positive
+    softmax_negatives: int = 8192  # sampled softmax: negatives shared by a batch, drawn by popularity
     temperature: float = 0.07  # divides cosine logits; unused for dot similarity
     similarity: Similarity = "dot"  # training and ranking use the same one
     freeze_language: bool = True  # AlphaFuse: language coordinates frozen (False = ablation)
@@ -55,8 +56,8 @@ class RecommenderConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.similarity not in ("dot", "cosine"):
             raise ValueError(f"similarity must be 'dot' or 'cosine', got {self.similarity!r}")
-        if self.negatives <= 0 or self.temperature <= 0:
-            raise ValueError("negatives and temperature must be positive")
+        if self.negatives <= 0 or self.softmax_negatives <= 0 or self.temperature <= 0:
+            raise ValueError("negatives, softmax_negatives and temperature must be positive")
         if not (math.isfinite(self.id_std) and self.id_std >= 0.0):
             raise ValueError(f"id_std must be a finite number >= 0 (0 = by backbone), got {self.id_std!r}")
         if self.backbone == "dreamrec" and self.similarity != "dot":
@@ -105,6 +106,15 @@ class SequentialRecommender(Recommender):
         self.cfg = cfg
         self.items = items
         self.backbone = SASRec(cfg.sasrec)
+        # sampled softmax draws negatives from this (N,) distribution; training-only, never saved
+        self.register_buffer("sampling_probs", torch.full((items.num_items,), 1.0 / items.num_items), persistent=False)
+
+    def set_item_popularity(self, counts: Tensor) -> None:
+        """Sampled softmax draws negatives in proportion to `counts + 1` (training interactions per item)."""
+        if counts.shape != (self.num_items,):
+            raise ValueError(f"popularity must have shape ({self.num_items},), got {tuple(counts.shape)}")
+        w = counts.to(torch.float64) + 1.0
+        self.sampling_probs = (w / w.sum()).to(torch.float32)
 
     def _states(self, histories: Tensor, table: Tensor) -> Tensor:
         histories = histories[:, -self.cfg.sasrec.max_len :]
@@ -139,6 +149,8 @@ class SequentialRecommender(Recommender):
             logits = h @ tab[1:].T * scale  # (M, N)
             return F.cross_entropy(logits, t - 1)
         n = self.num_items
+        if self.cfg.loss == "sampled-softmax":
+            return _sampled_softmax(h, t, tab, scale, self.sampling_probs, self.cfg.softmax_negatives, generator)
         if self.cfg.loss == "infonce":
             neg = _sample_negatives(t, n, self.cfg.negatives, generator)  # (M, K)
             pos_logit = (h * F.embedding(t, tab)).sum(-1, keepdim=True)  # (M, 1)
@@ -151,6 +163,25 @@ class SequentialRecommender(Recommender):
             neg_logit = (h * F.embedding(neg, tab)).sum(-1) * scale
             return F.softplus(-pos_logit).mean() + F.softplus(neg_logit).mean()
         raise ValueError(f"unknown loss {self.cfg.loss!r}")
+
+
+def _sampled_softmax(
+    h: Tensor, t: Tensor, tab: Tensor, scale: float, probs: Tensor, k: int, generator: torch.Generator | None
+) -> Tensor:
+    """Softmax over the target and `k` negatives shared by the batch, drawn with replacement from `probs`.
+
+    Each negative's logit is corrected by `-log(k * q)` (the logQ correction; Bengio & Senecal 2008,
+    Blanc & Rendle 2018), so its exp-sum estimates the partition function over the other items; the
+    target's own logit is not a sample and stays as it is, and negatives that hit a row's target are
+    masked out. The loss then tends to full softmax CE as k grows (tested).
+    h: (M, D), t: (M,) 1-based targets, tab: (N + 1, D) with row 0 padding.
+    """
+    neg = torch.multinomial(probs, k, replacement=True, generator=generator) + 1  # (K,)
+    pos_logit = (h * F.embedding(t, tab)).sum(-1, keepdim=True) * scale  # (M, 1)
+    neg_logit = h @ F.embedding(neg, tab).T * scale - torch.log(probs[neg - 1] * k)  # (M, K)
+    neg_logit = neg_logit.masked_fill(neg[None, :] == t[:, None], float("-inf"))
+    logits = torch.cat([pos_logit, neg_logit], dim=1)
+    return F.cross_entropy(logits, torch.zeros_like(t))
 
 
 def _sample_negatives(targets: Tensor, num_items: int, k: int, generator: torch.Generator | None) -> Tensor:

@@ -85,11 +85,11 @@ def test_histories_longer_than_window_keep_most_recent() -> None:
         torch.testing.assert_close(model.user_vectors(long), model.user_vectors(long[:, -6:]))
 
 
-@pytest.mark.parametrize("loss", ["ce", "infonce", "bce"])
+@pytest.mark.parametrize("loss", ["ce", "sampled-softmax", "infonce", "bce"])
 @pytest.mark.parametrize("similarity", ["dot", "cosine"])
 def test_losses_are_finite_and_train(loss: str, similarity: str) -> None:
     torch.manual_seed(0)
-    cfg = tiny_cfg(loss=loss, similarity=similarity, negatives=4, item_embedding="alphafuse")
+    cfg = tiny_cfg(loss=loss, similarity=similarity, negatives=4, softmax_negatives=6, item_embedding="alphafuse")
     model = build_recommender(cfg, num_items=12, language=torch.randn(12, 8))
     inputs = torch.tensor([[0, 1, 2, 3], [0, 0, 4, 5]])
     targets = torch.tensor([[0, 2, 3, 4], [0, 0, 5, 6]])
@@ -111,6 +111,29 @@ def test_ce_loss_matches_manual_softmax() -> None:
     logits = hidden @ model.items()[1:].T
     expected = -torch.log_softmax(logits, -1)[torch.arange(3), targets[0] - 1].mean()
     torch.testing.assert_close(model.loss(inputs, targets), expected)
+
+
+def test_sampled_softmax_tends_to_full_softmax_ce() -> None:
+    """With many logQ-corrected negatives the sampled loss estimates full CE, whatever the sampler."""
+    torch.manual_seed(0)
+    inputs, targets = torch.tensor([[1, 2, 3], [0, 4, 5]]), torch.tensor([[2, 3, 4], [0, 5, 6]])
+    full = build_recommender(tiny_cfg(loss="ce", item_embedding="id"), 9, None).eval()
+    expected = full.loss(inputs, targets)
+    cfg = tiny_cfg(loss="sampled-softmax", softmax_negatives=200_000, item_embedding="id")
+    sampled = build_recommender(cfg, 9, None)
+    sampled.load_state_dict(full.state_dict())
+    sampled.eval()
+    # a skewed sampler: the correction, not the sampler, is what makes the estimate right
+    sampled.set_item_popularity(torch.tensor([50.0, 0, 3, 9, 0, 1, 20, 4, 0]))
+    got = sampled.loss(inputs, targets, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(got, expected, atol=1e-2, rtol=0)  # sampling noise at this k is ~3e-3
+    with pytest.raises(ValueError, match="popularity"):
+        sampled.set_item_popularity(torch.ones(3))
+
+
+def test_sampled_softmax_state_dict_has_no_sampler() -> None:
+    model = build_recommender(tiny_cfg(loss="sampled-softmax", item_embedding="id"), 5, None)
+    assert "sampling_probs" not in model.state_dict()
 
 
 def test_negatives_never_hit_the_target() -> None:
