@@ -54,13 +54,13 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_artifact(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An AlphaFuse + SASRec artifact trained for a few epochs on the tiny dataset with real MiniLM text."""
+    """An AlphaFuse + SASRec artifact trained briefly on the tiny dataset with real MiniLM text (the default recipe)."""
     from training.config import TrainConfig
     from training.train import run_training
 
     out = tmp_path_factory.mktemp("artifact") / "model"
     cfg = TrainConfig(
-        data=str(tiny_data), protocol="loo", out=str(out), epochs=3, patience=3, hidden_dim=16, d_n=8,
+        data=str(tiny_data), protocol="loo", out=str(out), epochs=12, patience=12, hidden_dim=16, d_n=8,
         max_len=8, batch_size=16, negatives=8, cache_dir=str(tmp_path_factory.mktemp("cache")),
     )
     run_training(cfg)

@@ -49,6 +49,24 @@ def test_fold_in_reproduces_the_language_part_of_each_row(tiny_artifact: Path) -
     np.testing.assert_allclose(table[:, d_s:] - art.model.items.ids.detach().numpy(), folded[:, d_s:], atol=2e-4)
 
 
+def test_language_scale_is_stored_and_older_artifacts_load_at_scale_one(tiny_artifact: Path, tmp_path: Path) -> None:
+    art = load_artifact(tiny_artifact)
+    assert art.projection is not None
+    assert art.projection.language_scale == pytest.approx(1 / np.sqrt(16))  # SASRec default: 1/sqrt(kept)
+    assert art.manifest["null_space"]["language_scale"] == art.projection.language_scale
+    # an artifact written before the field existed was trained on unscaled coordinates
+    old = tmp_path / "old"
+    shutil.copytree(tiny_artifact, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["projection"]["language_scale"]
+    del manifest["recommender"]["softmax_negatives"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    older = load_artifact(old)
+    assert older.projection is not None and older.projection.language_scale == 1.0
+    emb = np.random.default_rng(0).normal(size=(2, older.projection.input_dim))
+    np.testing.assert_allclose(older.projection.apply(emb) * art.projection.language_scale, art.projection.apply(emb))
+
+
 def test_load_rejects_corrupted_and_incomplete_artifacts(tiny_artifact: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(tiny_artifact, bad)

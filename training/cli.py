@@ -8,13 +8,14 @@ import json
 import logging
 import re
 import sys
+import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from training.config import PROTOCOLS, TrainConfig, read_config_file
+from training.config import PRESETS, PROTOCOLS, TrainConfig, config_with_preset, read_config_file
 
 log = logging.getLogger("alphafuse")
 
@@ -33,6 +34,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         hint = hints[f.name]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `X | None`: the flag takes an X
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
         default = f.default if f.default is not MISSING else None
         text = f"{helps.get(f.name, '')} (default: {default!r})"
         choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
@@ -50,13 +53,13 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Config file values first, then every flag given on the command line wins."""
+    """The preset first, then config file values, then every flag given on the command line wins."""
     values: dict[str, Any] = read_config_file(Path(args.config)) if args.config else {}
     for f in fields(TrainConfig):
         given = getattr(args, f.name, None)
         if given is not None:
             values[f.name] = given
-    return TrainConfig(**values)
+    return config_with_preset(args.preset, values)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -132,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model and write an artifact + metrics.json")
     train.add_argument("--config", help="YAML/TOML/JSON file of flags (command-line flags override it)")
+    train.add_argument(
+        "--preset", choices=list(PRESETS), default="default",
+        help="named recipe under the config file and flags: default (measured, README), or paper "
+        "(AlphaFuse's published SASRec settings: InfoNCE, 64 negatives, cosine, 150 epochs, patience 50)",
+    )
     add_train_flags(train)
     train.set_defaults(func=cmd_train)
 

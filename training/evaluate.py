@@ -44,16 +44,15 @@ def case_scores(model: Recommender, histories: Sequence[Sequence[int]]) -> Tenso
 
 
 @torch.no_grad()
-def evaluate_cases(
+def case_ranks(
     model: Recommender,
     cases: Sequence[EvalCase],
     index: Mapping[str, int],
     *,
     batch_size: int = 1024,
     mask_history: bool = False,
-    ks: Sequence[int] = DEFAULT_KS,
-) -> dict[str, float]:
-    """HR/NDCG/MRR@K over cases, ranking each target among all N items (no sampled negatives)."""
+) -> Tensor:
+    """(B,) 1-based rank of each case's target among all N items (no sampled negatives)."""
     if not cases:
         raise ValueError("no evaluation cases")
     model.eval()
@@ -73,6 +72,64 @@ def evaluate_cases(
             cols = torch.tensor([i - 1 for h in hist for i in h], dtype=torch.long)
             exclude[rows, cols] = True
         ranks.append(target_ranks(scores, tgt, exclude))
-    out = metrics_from_ranks(torch.cat(ranks), ks)
+    return torch.cat(ranks)
+
+
+def evaluate_cases(
+    model: Recommender,
+    cases: Sequence[EvalCase],
+    index: Mapping[str, int],
+    *,
+    batch_size: int = 1024,
+    mask_history: bool = False,
+    ks: Sequence[int] = DEFAULT_KS,
+) -> dict[str, float]:
+    """HR/NDCG/MRR@K over cases, ranking each target among all N items (no sampled negatives)."""
+    ranks = case_ranks(model, cases, index, batch_size=batch_size, mask_history=mask_history)
+    out = metrics_from_ranks(ranks, ks)
     out["cases"] = float(len(cases))
+    return out
+
+
+TAIL_BELOW = 5  # a target item with fewer training interactions than this is a tail item
+SHORT_BELOW = 5  # a history with fewer items than this is short
+
+
+def case_slices(
+    cases: Sequence[EvalCase],
+    train_counts: Mapping[str, float],
+    *,
+    tail_below: int = TAIL_BELOW,
+    short_below: int = SHORT_BELOW,
+) -> dict[str, np.ndarray]:
+    """Boolean masks over cases: all, tail/head target (training interactions of the target item below
+    `tail_below` or not) and short/long history (fewer than `short_below` history items or not)."""
+    tail = np.array([train_counts.get(c.target, 0.0) < tail_below for c in cases], dtype=bool)
+    short = np.array([len(c.history) < short_below for c in cases], dtype=bool)
+    return {
+        "all": np.ones(len(cases), dtype=bool), "tail_target": tail, "head_target": ~tail,
+        "short_history": short, "long_history": ~short,
+    }
+
+
+def evaluate_slices(
+    model: Recommender,
+    cases: Sequence[EvalCase],
+    index: Mapping[str, int],
+    slices: Mapping[str, np.ndarray],
+    *,
+    batch_size: int = 1024,
+    mask_history: bool = False,
+    ks: Sequence[int] = DEFAULT_KS,
+) -> dict[str, dict[str, float]]:
+    """Metrics per slice (each a boolean mask over `cases`), from one ranking of every case.
+
+    An empty slice reports only `cases: 0`."""
+    ranks = case_ranks(model, cases, index, batch_size=batch_size, mask_history=mask_history)
+    out: dict[str, dict[str, float]] = {}
+    for name, mask in slices.items():
+        if mask.shape != (len(cases),):
+            raise ValueError(f"slice {name!r} has shape {mask.shape}, expected ({len(cases)},)")
+        picked = ranks[torch.from_numpy(mask)]
+        out[name] = {**(metrics_from_ranks(picked, ks) if len(picked) else {}), "cases": float(len(picked))}
     return out

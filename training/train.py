@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
+import math
 import time
-from collections.abc import Set
+from collections.abc import Callable, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from model.artifact import save_artifact
 from model.base import Recommender
 from model.dreamrec import DreamRec
 from model.projection import Projection, fit_projection
-from model.recommender import build_recommender
+from model.recommender import SequentialRecommender, build_recommender
 from training.config import TrainConfig
 from training.data import Dataset, k_core, load_dataset
 from training.encoders import TEXT_TEMPLATE_VERSION, embed_items, encoder_from_spec
@@ -102,6 +104,8 @@ def fit_item_projection(cfg: TrainConfig, emb: np.ndarray, weights: np.ndarray |
         emb, hidden_dim=hidden_dim, d_n=d_n, threshold=threshold, weights=weights, scale=cfg.scale,
         standardise=cfg.standardise, clip=clip, floor=cfg.eig_floor,
     )
+    # the factor depends on how many directions were kept, known only now
+    projection = dataclasses.replace(projection, language_scale=cfg.language_scale_for(projection.output_dim))
     if threshold is not None:
         log.info(
             "null space: threshold %g on S (scale %g) -> d_n = %d, d_s = %d",
@@ -120,7 +124,10 @@ def null_space_record(cfg: TrainConfig, projection: Projection | None) -> dict[s
         rule = {"rule": "none"}
     else:
         rule = {"rule": "dimension"}
-    return {**rule, "scale": projection.scale, "d_s": projection.d_s, "d_n": projection.d_n}
+    return {
+        **rule, "scale": projection.scale, "language_scale": projection.language_scale, "d_s": projection.d_s,
+        "d_n": projection.d_n,
+    }
 
 
 def training_windows(sequences: list[list[int]], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,6 +158,22 @@ def training_windows(sequences: list[list[int]], max_len: int) -> tuple[torch.Te
     return torch.from_numpy(np.stack(rows_in)), torch.from_numpy(np.stack(rows_tg))
 
 
+def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Learning-rate multiplier per optimiser step: linear warm-up, then constant or cosine decay to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        if schedule == "cosine":
+            span = max(1, total_steps - warmup_steps)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps) / span)))
+        raise ValueError(f"unknown lr_schedule {schedule!r}")
+
+    return factor
+
+
 @dataclass
 class TrainResult:
     model: Recommender
@@ -171,14 +194,24 @@ def fit(cfg: TrainConfig, prep: Prepared) -> TrainResult:
     else:
         hidden, d_n = cfg.hidden_dim, cfg.d_n
     language = torch.from_numpy(prep.language) if prep.language is not None else None
-    model = build_recommender(cfg.recommender_config(hidden, d_n), n, language)
+    model = build_recommender(cfg.recommender_config(hidden, d_n, num_items=n), n, language)
+    if isinstance(model, SequentialRecommender):
+        model.set_item_popularity(torch.from_numpy(prep.popularity))
     trainable = [p for p in model.parameters() if p.requires_grad]
-    log.info("model: %d trainable parameters", sum(p.numel() for p in trainable))
-    opt = torch.optim.Adam(trainable, lr=cfg.learning_rate(), weight_decay=cfg.weight_decay)
+    log.info("model: %d trainable parameters, loss %s", sum(p.numel() for p in trainable), model.cfg.loss)
+    opt = torch.optim.AdamW(trainable, lr=cfg.learning_rate(), weight_decay=cfg.weight_decay)
 
     sequences = [[prep.index[i] for i in seq] for seq in prep.split.train.values()]
     inputs, targets = training_windows(sequences, cfg.max_len)
-    log.info("training on %d windows, %d targets", len(inputs), int((targets > 0).sum()))
+    batch_size = cfg.resolved_batch_size()
+    steps_per_epoch = math.ceil(len(inputs) / batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, cfg.epochs * steps_per_epoch)
+    )
+    log.info(
+        "training on %d windows, %d targets, %d steps per epoch", len(inputs), int((targets > 0).sum()),
+        steps_per_epoch,
+    )
 
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
     history: list[dict[str, float]] = []
@@ -187,15 +220,19 @@ def fit(cfg: TrainConfig, prep: Prepared) -> TrainResult:
         model.train()
         order = torch.randperm(len(inputs), generator=gen)
         total, steps, t0 = 0.0, 0, time.perf_counter()
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
             loss = model.loss(inputs[idx], targets[idx], generator=gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sched.step()
             total += loss.item()
             steps += 1
-        record = {"epoch": float(epoch), "loss": total / steps, "train_seconds": time.perf_counter() - t0}
+        record = {
+            "epoch": float(epoch), "loss": total / steps, "train_seconds": time.perf_counter() - t0,
+            "lr": float(sched.get_last_lr()[0]),
+        }
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             if isinstance(model, DreamRec) and cfg.eval_sampling_steps:
                 model.sampling_steps = cfg.eval_sampling_steps  # cheaper validation; restored below
@@ -213,6 +250,7 @@ def fit(cfg: TrainConfig, prep: Prepared) -> TrainResult:
                 "epoch %d loss %.4f valid ndcg@20 %.4f (best %.4f @ %d) %.1fs",
                 epoch, record["loss"], valid[SELECT_METRIC], best_score, best_epoch, record["train_seconds"],
             )
+        record["elapsed_seconds"] = time.perf_counter() - started  # training + validation so far
         history.append(record)
         if epoch - best_epoch >= cfg.patience:
             log.info("early stop at epoch %d (best %d)", epoch, best_epoch)
@@ -254,6 +292,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
         "null_space": null_space_record(cfg, prep.projection),
         "training": {
             "best_epoch": result.best_epoch, "seconds": round(result.seconds, 2), "lr": cfg.learning_rate(),
+            "batch_size": cfg.resolved_batch_size(), "dropout": cfg.resolved_dropout(), "loss": result.model.cfg.loss,
         },
         "metrics": result.metrics,
     }
