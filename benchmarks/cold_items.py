@@ -31,7 +31,7 @@ import torch
 from quality import train_overrides  # benchmarks/ is on sys.path when run as a script
 
 from training.cold_items import ColdId, evaluate_with_cold_items, fold_in_vectors, pick_cold_items
-from training.config import TrainConfig
+from training.config import PRESETS, config_with_preset
 from training.data import load_dataset
 from training.encoders import TextEncoder, embed_items, encoder_from_spec
 from training.splits import split_for
@@ -66,8 +66,7 @@ def main() -> None:
     p.add_argument("--runs", default="alphafuse,llminit,alphafuse-all")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--fraction", type=float, default=0.1, help="share of the catalogue held out as cold items")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--preset", default="default", choices=list(PRESETS), help="training recipe for every run")
     p.add_argument("--config", default=None, help="YAML/TOML of TrainConfig fields applied to every run")
     p.add_argument("--set", action="append", default=[], help="TrainConfig override KEY=VALUE (JSON value)")
     p.add_argument("--out", default="benchmarks/out/cold-items")
@@ -89,10 +88,10 @@ def main() -> None:
         cold_emb: np.ndarray | None = None
         for run in args.runs.split(","):
             variant = "alphafuse" if run == "alphafuse-all" else run
-            cfg = TrainConfig(
-                data=args.data, split=args.split, protocol=args.protocol, item_embedding=variant,
-                seed=seed, epochs=args.epochs, patience=args.patience, out=str(out / "unused"), **overrides,
-            )
+            cfg = config_with_preset(args.preset, {
+                "data": args.data, "split": args.split, "protocol": args.protocol, "item_embedding": variant,
+                "seed": seed, "out": str(out / "unused"), **overrides,
+            })
             if cfg.threads > 0:
                 torch.set_num_threads(cfg.threads)
             t0 = time.perf_counter()
@@ -131,15 +130,15 @@ def main() -> None:
                          metrics["cold_target"]["ndcg@20"], metrics["warm_target"]["ndcg@20"])
             (out / "results.json").write_text(json.dumps({
                 "data": args.data, "split": args.split, "protocol": args.protocol, "fraction": args.fraction,
-                "epochs": args.epochs, "patience": args.patience, "overrides": overrides,
+                "preset": args.preset, "overrides": overrides,
                 "machine": {"platform": platform.platform(), "torch": torch.__version__},
                 "runs": runs,
             }, indent=1))
             (out / "results.md").write_text(
                 f"Data `{args.data}`, split `{args.split}`, protocol `{args.protocol}`, {len(cold_ids)} cold items "
-                f"({args.fraction:.0%} of the catalogue, per seed), max {args.epochs} epochs, patience "
-                f"{args.patience}, overrides {overrides}. Test metrics; `cold_target` = cases whose target is a "
-                "held-out item.\n\n" + summarise(runs)
+                f"({args.fraction:.0%} of the catalogue, per seed), preset `{args.preset}` (max {cfg.epochs} epochs, "
+                f"patience {cfg.patience}), overrides {overrides}. Test metrics; `cold_target` = cases whose target "
+                "is a held-out item.\n\n" + summarise(runs)
             )
 
 

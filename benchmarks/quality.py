@@ -1,30 +1,47 @@
 """Quality benchmark: item-embedding variants on one backbone, dataset and protocol, several seeds.
 
-Writes `<out>/results.json` (every run: config, valid/test metrics, best epoch, wall time) and
-`<out>/results.md` (mean +- std over seeds) after each run, so an interrupted benchmark keeps what it did.
+Every variant is trained with the same recipe (the default, or `--preset paper`) and budget. Writes
+`<out>/results.json` (every run: config, valid/test metrics, test metrics per slice, best epoch, wall
+time) and `<out>/results.md` (mean +- std over seeds) after each run. Re-running with the same `--out`
+skips the (variant, seed) runs already recorded with the same configuration, so an interrupted benchmark
+resumes where it stopped.
 
     python benchmarks/quality.py --data ../shared/data/amazon-toys \
         --split ../shared/data/amazon-toys/splits/preferdiff --protocol cold-users --out benchmarks/out/toys
+
+`--text-fields title` trains on a copy of the dataset whose item records keep only those fields (weak
+text: titles alone, MovieLens titles without genres), written under `<out>/data/`.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import platform
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from training.config import TrainConfig, read_config_file
+from training.config import PRESETS, TrainConfig, config_with_preset, read_config_file
+from training.evaluate import SHORT_BELOW, TAIL_BELOW, case_slices, evaluate_slices
 from training.train import run_training
 
 REPORT = ("ndcg@10", "ndcg@20", "mrr@10", "mrr@20", "hr@10", "hr@20")
+SLICE_REPORT = ("tail_target", "short_history")
+log = logging.getLogger("quality")
+
+
+def mean_sd(vals: list[float]) -> str:
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{statistics.mean(vals):.4f} ± {sd:.4f}"
 
 
 def summarise(runs: list[dict[str, Any]]) -> str:
@@ -33,14 +50,28 @@ def summarise(runs: list[dict[str, Any]]) -> str:
     lines = [head, "|" + "---|" * (len(REPORT) + 4)]
     for v in variants:
         rs = [r for r in runs if r["variant"] == v]
-        cells = []
-        for m in REPORT:
-            vals = [r["test"][m] for r in rs]
-            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            cells.append(f"{statistics.mean(vals):.4f} ± {sd:.4f}")
+        cells = [mean_sd([r["test"][m] for r in rs]) for m in REPORT]
         epochs = statistics.mean(r["best_epoch"] for r in rs)
         wall = statistics.mean(r["wall_seconds"] for r in rs)
         lines.append(f"| {v} | {len(rs)} | " + " | ".join(cells) + f" | {epochs:.1f} | {wall:.0f} |")
+    if all("slices" in r for r in runs):
+        first = runs[0]["slices"]
+        lines += [
+            "",
+            f"Test slices: tail target = fewer than {TAIL_BELOW} training interactions, short history = fewer "
+            f"than {SHORT_BELOW} items ({first['tail_target']['cases']:.0f} and "
+            f"{first['short_history']['cases']:.0f} of {first['all']['cases']:.0f} cases).",
+            "",
+            "| variant | " + " | ".join(f"{s} {m}" for s in SLICE_REPORT for m in ("ndcg@20", "mrr@20")) + " |",
+            "|" + "---|" * (2 * len(SLICE_REPORT) + 1),
+        ]
+        for v in variants:
+            rs = [r for r in runs if r["variant"] == v]
+            cells = [
+                mean_sd([r["slices"][s][m] for r in rs]) if all(r["slices"][s]["cases"] for r in rs) else "n/a"
+                for s in SLICE_REPORT for m in ("ndcg@20", "mrr@20")
+            ]
+            lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -56,51 +87,117 @@ def train_overrides(config: str | None, pairs: list[str]) -> dict[str, Any]:
     return values
 
 
+def text_fields_copy(data: Path, keep: list[str], out: Path) -> Path:
+    """A dataset directory whose `items.jsonl` keeps only `item_id` and the `keep` fields of each record;
+    `interactions.csv` is linked, not copied. Canonical-format datasets only."""
+    src_items, src_inter = data / "items.jsonl", data / "interactions.csv"
+    if not (src_items.is_file() and src_inter.is_file()):
+        raise SystemExit(f"--text-fields needs a canonical dataset (items.jsonl + interactions.csv) in {data}")
+    out.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for line in src_items.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            lines.append(json.dumps({k: v for k, v in rec.items() if k == "item_id" or k in keep}) + "\n")
+    (out / "items.jsonl").write_text("".join(lines))
+    link = out / "interactions.csv"
+    if not link.exists():
+        link.symlink_to(src_inter.resolve())
+    return out
+
+
+VARIANT_ORDER = ("alphafuse", "id", "llminit", "whitened-text")
+
+
+@contextmanager
+def locked(out: Path) -> Iterator[None]:
+    """An exclusive lock on `<out>/.lock`, so several benchmark processes can share one results file."""
+    with (out / ".lock").open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_runs(results: Path) -> list[dict[str, Any]]:
+    return list(json.loads(results.read_text())["runs"]) if results.is_file() else []
+
+
+def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a run's config that decide whether a recorded run can be reused."""
+    return {k: v for k, v in config.items() if k not in ("out", "threads", "cache_dir")}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default=None)
     p.add_argument("--protocol", default="cold-users", choices=["loo", "cold-users"])
-    p.add_argument("--variants", default="alphafuse,id,llminit")
+    p.add_argument("--variants", default="alphafuse,id,llminit,whitened-text")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--preset", default="default", choices=list(PRESETS))
+    p.add_argument("--text-fields", default=None, help="comma list of item fields to keep, e.g. title")
     p.add_argument("--config", default=None, help="YAML/TOML of TrainConfig fields applied to every run")
     p.add_argument("--set", action="append", default=[], help="TrainConfig override KEY=VALUE (JSON value)")
     p.add_argument("--out", default="benchmarks/out/quality")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    base_values = train_overrides(args.config, args.set)
-    base = TrainConfig(
-        data=args.data, split=args.split, protocol=args.protocol, epochs=args.epochs, patience=args.patience,
-        **base_values,
-    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs: list[dict[str, Any]] = []
+    data = Path(args.data)
+    if args.text_fields:
+        keep = [f.strip() for f in args.text_fields.split(",") if f.strip()]
+        data = text_fields_copy(data, keep, out / "data" / f"{data.name}-{'-'.join(keep)}")
+    base_values = train_overrides(args.config, args.set)
+    base = config_with_preset(
+        args.preset, {"data": str(data), "split": args.split, "protocol": args.protocol, **base_values}
+    )
     meta = {
-        "data": args.data, "split": args.split, "protocol": args.protocol, "epochs": args.epochs,
-        "patience": args.patience, "overrides": base_values, "machine": platform.platform(),
+        "data": args.data, "text_fields": args.text_fields, "split": args.split, "protocol": args.protocol,
+        "preset": args.preset, "overrides": base_values, "machine": platform.platform(),
         "torch_threads": torch.get_num_threads(),
     }
+    results = out / "results.json"
     for variant in args.variants.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            cfg = replace(base, item_embedding=variant, seed=seed, out=str(out / "artifacts" / f"{variant}-s{seed}"))
+            cfg: TrainConfig = replace(
+                base, item_embedding=variant, seed=seed, out=str(out / "artifacts" / f"{variant}-s{seed}")
+            )
+            with locked(out):
+                done = [r for r in read_runs(results) if r["variant"] == variant and r["seed"] == seed]
+            if done and comparable(done[0]["config"]) == comparable(cfg.to_dict()):
+                log.info("%s seed %d already recorded in %s: skipped", variant, seed, results)
+                continue
             started = time.perf_counter()
             result = run_training(cfg)
-            runs.append({
-                "variant": variant, "seed": seed, "valid": result.metrics["valid"], "test": result.metrics["test"],
-                "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-                "wall_seconds": time.perf_counter() - started, "config": cfg.to_dict(),
-            })
-            (out / "results.json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=1))
-            (out / "results.md").write_text(
-                f"Data `{args.data}`, split `{args.split or 'generated'}`, protocol `{args.protocol}`, "
-                f"max {args.epochs} epochs, patience {args.patience}, overrides {base_values or 'none'}.\n\n"
-                + summarise(runs)
+            counts = {item: float(result.prepared.popularity[row - 1]) for item, row in result.prepared.index.items()}
+            test = result.prepared.split.test
+            slices = evaluate_slices(
+                result.model, test, result.prepared.index, case_slices(test, counts),
+                batch_size=cfg.eval_batch_size, mask_history=cfg.mask_history,
             )
-    print((out / "results.md").read_text())
+            record = {
+                "variant": variant, "seed": seed, "valid": result.metrics["valid"], "test": result.metrics["test"],
+                "slices": slices, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+                "fit_seconds": result.seconds, "wall_seconds": time.perf_counter() - started,
+                "history": result.history, "config": cfg.to_dict(),
+            }
+            with locked(out):  # another process may be running other variants into the same --out
+                runs = [r for r in read_runs(results) if not (r["variant"] == variant and r["seed"] == seed)]
+                runs.append(record)
+                order = {v: i for i, v in enumerate(VARIANT_ORDER)}
+                runs.sort(key=lambda r: (order.get(r["variant"], len(order)), r["variant"], r["seed"]))
+                results.write_text(json.dumps({"meta": meta, "runs": runs}, indent=1))
+                (out / "results.md").write_text(
+                    f"Data `{args.data}`{f' (item text: {args.text_fields} only)' if args.text_fields else ''}, "
+                    f"split `{args.split or 'generated'}`, protocol `{args.protocol}`, preset `{args.preset}` "
+                    f"(max {cfg.epochs} epochs, patience {cfg.patience}), overrides {base_values or 'none'}.\n\n"
+                    + summarise(runs)
+                )
+    if (out / "results.md").is_file():
+        print((out / "results.md").read_text())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,54 @@
+"""The benchmark scripts run end to end on tiny data (they are not run at full size in CI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_tiny_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--set", "epochs=2", "--set", "hidden_dim=16", "--set", "d_n=8", "--set", "threads=1"]
+
+
+def _run(script: str, *args: str) -> str:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_quality_benchmark_records_slices_and_resumes(tmp_path: Path) -> None:
+    data = write_tiny_dataset(tmp_path / "data")
+    args = ["--data", str(data), "--protocol", "loo", "--variants", "alphafuse,id", "--seeds", "0",
+            "--text-fields", "title", "--out", str(tmp_path / "q"), "--set", f"cache_dir={tmp_path / 'c'}", *TINY]
+    _run("quality.py", *args)
+    runs = json.loads((tmp_path / "q" / "results.json").read_text())["runs"]
+    assert [r["variant"] for r in runs] == ["alphafuse", "id"]
+    assert set(runs[0]["slices"]) == {"all", "tail_target", "head_target", "short_history", "long_history"}
+    assert runs[0]["slices"]["all"]["ndcg@20"] == pytest.approx(runs[0]["test"]["ndcg@20"])
+    # only the title survives in the weak-text copy the runs trained on
+    records = (tmp_path / "q" / "data" / "data-title" / "items.jsonl").read_text().splitlines()
+    assert set(json.loads(records[0])) == {"item_id", "title"}
+    assert "already recorded" in _run("quality.py", *args)  # a second call resumes and trains nothing
+
+
+@pytest.mark.slow
+def test_convergence_benchmark_writes_curves_and_plot(tmp_path: Path) -> None:
+    data = write_tiny_dataset(tmp_path / "data")
+    _run("convergence.py", "--data", str(data), "--protocol", "loo", "--runs", "alphafuse,id@paper",
+         "--paper-epochs", "2", "--out", str(tmp_path / "c"), "--set", f"cache_dir={tmp_path / 'cache'}", *TINY)
+    runs = json.loads((tmp_path / "c" / "convergence.json").read_text())["runs"]
+    assert [(r["variant"], r["preset"]) for r in runs] == [("alphafuse", "default"), ("id", "paper")]
+    assert all(e["elapsed_seconds"] > 0 for r in runs for e in r["history"])
+    assert runs[1]["config"]["loss"] == "infonce" and runs[1]["config"]["epochs"] == 2
+    assert (tmp_path / "c" / "convergence.png").stat().st_size > 10_000
