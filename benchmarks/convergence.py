@@ -86,6 +86,10 @@ def main() -> None:
     p.add_argument("--paper-epochs", type=int, default=30, help="epoch cap for @paper runs (the preset has 150)")
     p.add_argument("--config", default=None, help="YAML/TOML of TrainConfig fields applied to every run")
     p.add_argument("--set", action="append", default=[], help="TrainConfig override KEY=VALUE (JSON value)")
+    p.add_argument(
+        "--reuse", action="append", default=[],
+        help="a quality benchmark's results.json: its runs with the same config and seed are taken, not retrained",
+    )
     p.add_argument("--out", default="benchmarks/out/convergence")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -95,6 +99,7 @@ def main() -> None:
     overrides = train_overrides(args.config, args.set)
     results = out / "convergence.json"
     runs: list[dict[str, Any]] = json.loads(results.read_text())["runs"] if results.is_file() else []
+    reusable = [r for path in args.reuse for r in json.loads(Path(path).read_text())["runs"]]
     meta = {
         "data": args.data, "split": args.split, "protocol": args.protocol, "seed": args.seed,
         "overrides": overrides, "paper_epochs": args.paper_epochs, "machine": platform.platform(),
@@ -113,6 +118,17 @@ def main() -> None:
             log.info("%s already recorded in %s: skipped", name, results)
             continue
         runs = [r for r in runs if r["name"] != name]
+        same = [r for r in reusable if comparable(r["config"]) == comparable(cfg.to_dict())]
+        if same:
+            log.info("%s: taken from a quality benchmark run with the same config", name)
+            r = same[0]
+            runs.append({
+                "name": name, "variant": variant, "preset": preset, "history": r["history"],
+                "best_epoch": r["best_epoch"], "valid": r["valid"], "test": r["test"],
+                "wall_seconds": r["wall_seconds"], "config": r["config"], "reused": True,
+            })
+            results.write_text(json.dumps({"meta": meta, "runs": runs}, indent=1))
+            continue
         started = time.perf_counter()
         result = run_training(cfg)
         runs.append({

@@ -16,9 +16,11 @@ text: titles alone, MovieLens titles without genres), written under `<out>/data/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import logging
+import os
 import platform
 import statistics
 import time
@@ -99,10 +101,12 @@ def text_fields_copy(data: Path, keep: list[str], out: Path) -> Path:
         if line.strip():
             rec = json.loads(line)
             lines.append(json.dumps({k: v for k, v in rec.items() if k == "item_id" or k in keep}) + "\n")
-    (out / "items.jsonl").write_text("".join(lines))
-    link = out / "interactions.csv"
-    if not link.exists():
-        link.symlink_to(src_inter.resolve())
+    # several benchmark processes may build the same copy at once: replace atomically, tolerate the link
+    tmp = out / f".items.jsonl.{os.getpid()}"
+    tmp.write_text("".join(lines))
+    os.replace(tmp, out / "items.jsonl")
+    with contextlib.suppress(FileExistsError):
+        (out / "interactions.csv").symlink_to(src_inter.resolve())
     return out
 
 

@@ -43,12 +43,17 @@ def test_quality_benchmark_records_slices_and_resumes(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_convergence_benchmark_writes_curves_and_plot(tmp_path: Path) -> None:
+def test_convergence_benchmark_reuses_quality_runs_and_plots(tmp_path: Path) -> None:
     data = write_tiny_dataset(tmp_path / "data")
-    _run("convergence.py", "--data", str(data), "--protocol", "loo", "--runs", "alphafuse,id@paper",
-         "--paper-epochs", "2", "--out", str(tmp_path / "c"), "--set", f"cache_dir={tmp_path / 'cache'}", *TINY)
+    common = ["--data", str(data), "--protocol", "loo", "--set", f"cache_dir={tmp_path / 'cache'}", *TINY]
+    _run("quality.py", *common, "--variants", "alphafuse", "--seeds", "0", "--out", str(tmp_path / "q"))
+    log = _run("convergence.py", *common, "--runs", "alphafuse,id@paper", "--paper-epochs", "2",
+               "--reuse", str(tmp_path / "q" / "results.json"), "--out", str(tmp_path / "c"))
+    assert "alphafuse: taken from a quality benchmark run" in log
     runs = json.loads((tmp_path / "c" / "convergence.json").read_text())["runs"]
-    assert [(r["variant"], r["preset"]) for r in runs] == [("alphafuse", "default"), ("id", "paper")]
+    assert [(r["variant"], r["preset"], r.get("reused", False)) for r in runs] == [
+        ("alphafuse", "default", True), ("id", "paper", False)
+    ]
     assert all(e["elapsed_seconds"] > 0 for r in runs for e in r["history"])
     assert runs[1]["config"]["loss"] == "infonce" and runs[1]["config"]["epochs"] == 2
     assert (tmp_path / "c" / "convergence.png").stat().st_size > 10_000
