@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from quality import comparable, train_overrides  # benchmarks/ is on sys.path when run as a script
+from quality import comparable, train_overrides, write_atomic  # benchmarks/ is on sys.path when run as a script
 
 from training.config import config_with_preset
 from training.train import run_training
@@ -39,6 +39,8 @@ def plot(runs: list[dict[str, Any]], title: str, path: Path) -> None:
     fig, (by_time, by_epoch) = plt.subplots(1, 2, figsize=(12, 4.5))
     for r in runs:
         h = [e for e in r["history"] if "valid_ndcg@20" in e]
+        if not h:
+            continue
         secs = [e["elapsed_seconds"] for e in h]
         vals = [e["valid_ndcg@20"] for e in h]
         style = "--" if r["preset"] != "default" else "-"
@@ -66,6 +68,8 @@ def report(runs: list[dict[str, Any]], header: str) -> str:
     ]
     for r in runs:
         h = [e for e in r["history"] if "valid_ndcg@20" in e]
+        if not h:
+            continue
         best = max(h, key=lambda e: e["valid_ndcg@20"])
         near = next(e for e in h if e["valid_ndcg@20"] >= 0.95 * best["valid_ndcg@20"])
         lines.append(
@@ -118,7 +122,10 @@ def main() -> None:
             log.info("%s already recorded in %s: skipped", name, results)
             continue
         runs = [r for r in runs if r["name"] != name]
-        same = [r for r in reusable if comparable(r["config"]) == comparable(cfg.to_dict())]
+        same = [
+            r for r in reusable
+            if comparable(r["config"], keep_threads=True) == comparable(cfg.to_dict(), keep_threads=True)
+        ]
         if same:
             log.info("%s: taken from a quality benchmark run with the same config", name)
             r = same[0]
@@ -127,7 +134,7 @@ def main() -> None:
                 "best_epoch": r["best_epoch"], "valid": r["valid"], "test": r["test"],
                 "wall_seconds": r["wall_seconds"], "config": r["config"], "reused": True,
             })
-            results.write_text(json.dumps({"meta": meta, "runs": runs}, indent=1))
+            write_atomic(results, json.dumps({"meta": meta, "runs": runs}, indent=1))
             continue
         started = time.perf_counter()
         result = run_training(cfg)
@@ -136,7 +143,7 @@ def main() -> None:
             "best_epoch": result.best_epoch, "valid": result.metrics["valid"], "test": result.metrics["test"],
             "wall_seconds": time.perf_counter() - started, "config": cfg.to_dict(),
         })
-        results.write_text(json.dumps({"meta": meta, "runs": runs}, indent=1))
+        write_atomic(results, json.dumps({"meta": meta, "runs": runs}, indent=1))
     title = f"{Path(args.data).name}, seed {args.seed}"
     plot(runs, title, out / "convergence.png")
     header = (

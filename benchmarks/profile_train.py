@@ -50,7 +50,9 @@ def main() -> None:
     n = len(prep.item_ids)
     hidden, d_n = (prep.projection.output_dim, prep.projection.d_n) if prep.projection else (cfg.hidden_dim, cfg.d_n)
     language = torch.from_numpy(prep.language) if prep.language is not None else None
-    model = build_recommender(cfg.recommender_config(hidden, d_n, num_items=n), n, language)
+    model = build_recommender(cfg.recommender_config(
+        hidden, d_n, num_items=n, language_scale=prep.projection.language_scale if prep.projection else 1.0
+    ), n, language)
     if isinstance(model, SequentialRecommender):
         model.set_item_popularity(torch.from_numpy(prep.popularity))
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=cfg.learning_rate())

@@ -128,9 +128,24 @@ def read_runs(results: Path) -> list[dict[str, Any]]:
     return list(json.loads(results.read_text())["runs"]) if results.is_file() else []
 
 
-def comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a run's config that decide whether a recorded run can be reused."""
-    return {k: v for k, v in config.items() if k not in ("out", "threads", "cache_dir")}
+def write_atomic(path: Path, text: str) -> None:
+    """Readers (a resuming benchmark, `convergence.py --reuse`) never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def resolved(cfg: TrainConfig) -> dict[str, Any]:
+    """Values the config leaves to the backbone (0 / None in the fields), as this code resolves them."""
+    return {"batch_size": cfg.resolved_batch_size(), "dropout": cfg.resolved_dropout(), "lr": cfg.learning_rate()}
+
+
+def comparable(config: dict[str, Any], *, keep_threads: bool = False) -> dict[str, Any]:
+    """The parts of a run's config that decide whether a recorded run can be reused. A run's seconds depend
+    on its thread count, so reusing it for a wall-clock comparison also needs `keep_threads`."""
+    drop = ("out", "cache_dir") if keep_threads else ("out", "threads", "cache_dir")
+    cfg = {k: v for k, v in config.items() if k not in drop}
+    return {**cfg, "resolved": resolved(TrainConfig(**config))}
 
 
 def main() -> None:
@@ -164,6 +179,14 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
     }
     results = out / "results.json"
+    if results.is_file():
+        recorded = json.loads(results.read_text())["meta"]
+        same = ("data", "text_fields", "split", "protocol", "preset")
+        if any(recorded.get(k) != meta[k] for k in same):
+            raise SystemExit(
+                f"{results} holds runs of another benchmark ({', '.join(f'{k}={recorded.get(k)!r}' for k in same)}): "
+                "use another --out"
+            )
     for variant in args.variants.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             cfg: TrainConfig = replace(
@@ -193,13 +216,13 @@ def main() -> None:
                 runs.append(record)
                 order = {v: i for i, v in enumerate(VARIANT_ORDER)}
                 runs.sort(key=lambda r: (order.get(r["variant"], len(order)), r["variant"], r["seed"]))
-                results.write_text(json.dumps({"meta": meta, "runs": runs}, indent=1))
-                (out / "results.md").write_text(
+                write_atomic(results, json.dumps({"meta": meta, "runs": runs}, indent=1))
+                header = (
                     f"Data `{args.data}`{f' (item text: {args.text_fields} only)' if args.text_fields else ''}, "
                     f"split `{args.split or 'generated'}`, protocol `{args.protocol}`, preset `{args.preset}` "
-                    f"(max {cfg.epochs} epochs, patience {cfg.patience}), overrides {base_values or 'none'}.\n\n"
-                    + summarise(runs)
+                    f"(max {cfg.epochs} epochs, patience {cfg.patience}), overrides {base_values or 'none'}."
                 )
+                write_atomic(out / "results.md", header + "\n\n" + summarise(runs))
     if (out / "results.md").is_file():
         print((out / "results.md").read_text())
 

@@ -71,7 +71,8 @@ class RecommenderConfig:
         scale, as in DreamRec's own code: from 1/sqrt(D) the targets sat near zero signal-to-noise and the
         MSE toward a trainable table shrank them to a point (Toys N@20 0.0004, chance level). Unit variance
         only slows that shrinkage; nothing in the plain objective stops it (benchmarks/RESULTS.md).
-        AlphaFuse's optional normal init is the method's N(0, 1) on both backbones.
+        AlphaFuse's optional normal init is the method's N(0, 1) at language scale 1; training passes the
+        projection's language scale as `id_std` (TrainConfig.recommender_config), keeping IDs at Z's scale.
         """
         if self.id_std > 0.0:
             return self.id_std

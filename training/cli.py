@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--preset", choices=list(PRESETS), default="default",
         help="named recipe under the config file and flags: default (measured, README), or paper "
-        "(AlphaFuse's published SASRec settings: InfoNCE, 64 negatives, cosine, 150 epochs, patience 50)",
+        "(AlphaFuse's published SASRec settings: InfoNCE, 64 negatives, cosine, 150 epochs, patience 50; "
+        "DreamRec's defaults already are its paper settings)",
     )
     add_train_flags(train)
     train.set_defaults(func=cmd_train)

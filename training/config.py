@@ -46,7 +46,7 @@ class TrainConfig:
     scale: float = 1.0  # multiplies raw language embeddings before the decomposition
     language_scale: float = 0.0  # factor on the whitened language coordinates (0 = 1/sqrt(kept) sasrec, 1 dreamrec)
     id_init: Literal["zeros", "normal"] = "zeros"  # AlphaFuse ID initialisation
-    id_std: float = 0.0  # init std of trainable ID rows (0 = 1/sqrt(hidden) for sasrec id, else 1.0)
+    id_std: float = 0.0  # ID init std (0 = 1/sqrt(hidden) sasrec id, language scale alphafuse, else 1)
     num_blocks: int = 1  # SASRec blocks
     num_heads: int = 1  # SASRec heads
     dropout: float | None = None  # SASRec dropout (None = by backbone: 0.3 sasrec, 0.1 dreamrec)
@@ -162,10 +162,17 @@ class TrainConfig:
             return self.loss
         return "ce" if num_items <= self.full_softmax_max_items else "sampled-softmax"
 
-    def recommender_config(self, hidden_dim: int, d_n: int | None = None, num_items: int = 0) -> RecommenderConfig:
+    def recommender_config(
+        self, hidden_dim: int, d_n: int | None, *, num_items: int, language_scale: float = 1.0
+    ) -> RecommenderConfig:
         """The model config; `hidden_dim` and `d_n` come from the projection when there is one (d_l when
-        clipping is off; d_n picked by the eigenvalue threshold for dreamrec). `num_items` resolves loss auto."""
+        clipping is off; d_n picked by the eigenvalue threshold for dreamrec). `num_items` resolves loss auto;
+        `language_scale` (the projection's) sets the std of AlphaFuse's optional normal ID init, so N(0, a^2)
+        IDs stay at the scale of the language coordinates they are added to, as N(0, 1) did at a = 1."""
         dreamrec = self.backbone == "dreamrec"
+        id_std = self.id_std
+        if id_std == 0.0 and self.item_embedding == "alphafuse":
+            id_std = language_scale
         return RecommenderConfig(
             item_embedding=self.item_embedding,
             backbone=self.backbone,
@@ -181,7 +188,7 @@ class TrainConfig:
             similarity="dot" if dreamrec else self.similarity,
             freeze_language=self.freeze_language,
             id_init=self.id_init,
-            id_std=self.id_std,
+            id_std=id_std,
             d_n=self.d_n if d_n is None else d_n,
         )
 
@@ -189,24 +196,32 @@ class TrainConfig:
         return asdict(self)
 
 
-# Named recipes: field values applied under whatever the caller sets explicitly. "paper" is AlphaFuse's
-# published SASRec setting (METHOD.md section 2), kept so our default can be compared with it.
-PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
+# Named recipes by backbone: field values applied under whatever the caller sets explicitly. "paper" is
+# AlphaFuse's published SASRec setting (METHOD.md section 2), kept so our default can be compared with it;
+# DreamRec's defaults already are the paper's diffusion settings (T = 2000, w = 5, p_uncond 0.1, hidden d_l)
+# apart from the measured lr 1e-4, so its paper preset changes nothing.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "default": {"sasrec": {}, "dreamrec": {}},
     "paper": {
-        "loss": "infonce", "negatives": 64, "temperature": 0.07, "similarity": "cosine", "language_scale": 1.0,
-        "hidden_dim": 128, "d_n": 64, "num_blocks": 1, "num_heads": 1, "dropout": 0.1, "max_len": 10,
-        "lr": 1e-3, "lr_schedule": "constant", "warmup_steps": 0, "weight_decay": 0.0, "batch_size": 256,
-        "id_init": "zeros", "epochs": 150, "patience": 50,
+        "sasrec": {
+            "loss": "infonce", "negatives": 64, "temperature": 0.07, "similarity": "cosine", "language_scale": 1.0,
+            "hidden_dim": 128, "d_n": 64, "num_blocks": 1, "num_heads": 1, "dropout": 0.1, "max_len": 10,
+            "lr": 1e-3, "lr_schedule": "constant", "warmup_steps": 0, "weight_decay": 0.0, "batch_size": 256,
+            "id_init": "zeros", "epochs": 150, "patience": 50,
+        },
+        "dreamrec": {},
     },
 }
 
 
 def config_with_preset(preset: str, values: dict[str, Any]) -> TrainConfig:
-    """A TrainConfig from a named preset, with `values` (explicit settings) taking precedence."""
+    """A TrainConfig from a named preset (for the backbone in `values`), explicit `values` taking precedence."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
-    return TrainConfig(**{**PRESETS[preset], **values})
+    backbone = values.get("backbone", "sasrec")
+    if backbone not in PRESETS[preset]:
+        raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+    return TrainConfig(**{**PRESETS[preset][backbone], **values})
 
 
 def config_field_names() -> set[str]:

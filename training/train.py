@@ -194,7 +194,9 @@ def fit(cfg: TrainConfig, prep: Prepared) -> TrainResult:
     else:
         hidden, d_n = cfg.hidden_dim, cfg.d_n
     language = torch.from_numpy(prep.language) if prep.language is not None else None
-    model = build_recommender(cfg.recommender_config(hidden, d_n, num_items=n), n, language)
+    model = build_recommender(cfg.recommender_config(
+        hidden, d_n, num_items=n, language_scale=prep.projection.language_scale if prep.projection else 1.0
+    ), n, language)
     if isinstance(model, SequentialRecommender):
         model.set_item_popularity(torch.from_numpy(prep.popularity))
     trainable = [p for p in model.parameters() if p.requires_grad]
