@@ -222,6 +222,9 @@ def test_projection_rules_per_backbone() -> None:
     assert (whitened.output_dim, whitened.d_n) == (12, 0)
     sasrec = fit_item_projection(TrainConfig(data="x", hidden_dim=6, d_n=2), emb, None)
     assert (sasrec.output_dim, sasrec.d_n) == (6, 2)
+    # on SASRec the whitened text table has the width of every other variant
+    sas_whitened = fit_item_projection(TrainConfig(data="x", hidden_dim=6, item_embedding="whitened-text"), emb, None)
+    assert (sas_whitened.output_dim, sas_whitened.d_n) == (6, 0)
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,8 @@ def prepare(cfg: TrainConfig, exclude_items: Set[str] = frozenset()) -> Prepared
 def fit_item_projection(cfg: TrainConfig, emb: np.ndarray, weights: np.ndarray | None) -> Projection:
     """The projection each (backbone, item_embedding) pair needs (METHOD.md section 1, step 3).
 
-    whitened-text: every d_l direction, no null space. dreamrec + alphafuse: every direction (no clipping),
+    whitened-text: no null space; every d_l direction for dreamrec, the top hidden_dim for sasrec (the same
+    width as the other variants). dreamrec + alphafuse: every direction (no clipping),
     null space = eigenvalues <= threshold (or the last d_n directions when threshold < 0). Otherwise the
     SASRec rule: the top hidden_dim directions, the last d_n of them host the IDs.
     """
@@ -94,7 +95,10 @@ def fit_item_projection(cfg: TrainConfig, emb: np.ndarray, weights: np.ndarray |
     threshold: float | None = None
     clip = cfg.clip
     if cfg.item_embedding == "whitened-text":
-        hidden_dim, d_n, clip = d_l, 0, False
+        # SASRec: the top hidden_dim directions, the width every other variant has (AlphaFuse with d_n = 0);
+        # DreamRec (iDreamRec): every direction, like its AlphaFuse
+        hidden_dim, d_n = (d_l, 0) if cfg.backbone == "dreamrec" else (cfg.hidden_dim, 0)
+        clip = cfg.backbone != "dreamrec"
     elif cfg.backbone == "dreamrec" and cfg.item_embedding == "alphafuse":
         if cfg.threshold >= 0:
             hidden_dim, d_n, threshold = None, None, cfg.threshold
