@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from training.config import PRESETS, TrainConfig, config_with_preset, read_config_file
+from training.data import has_text
 from training.evaluate import SHORT_BELOW, TAIL_BELOW, case_slices, evaluate_slices
 from training.train import run_training
 
@@ -71,7 +72,8 @@ def summarise(runs: list[dict[str, Any]]) -> str:
             rs = [r for r in runs if r["variant"] == v]
             cells = [
                 mean_sd([r["slices"][s][m] for r in rs]) if all(r["slices"][s]["cases"] for r in rs) else "n/a"
-                for s in SLICE_REPORT for m in ("ndcg@20", "mrr@20")
+                for s in SLICE_REPORT
+                for m in ("ndcg@20", "mrr@20")
             ]
             lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -91,7 +93,11 @@ def train_overrides(config: str | None, pairs: list[str]) -> dict[str, Any]:
 
 def text_fields_copy(data: Path, keep: list[str], out: Path) -> Path:
     """A dataset directory whose `items.jsonl` keeps only `item_id` and the `keep` fields of each record;
-    `interactions.csv` is linked, not copied. Canonical-format datasets only."""
+    `interactions.csv` is linked, not copied. Canonical-format datasets only.
+
+    An item left with no text (no title, say) takes its id as its title rather than being dropped: dropping
+    it would change the catalogue and the split, and the comparison with the full-text run would no longer
+    be on the same data. An id is the weakest text there is, which is the case being measured."""
     src_items, src_inter = data / "items.jsonl", data / "interactions.csv"
     if not (src_items.is_file() and src_inter.is_file()):
         raise SystemExit(f"--text-fields needs a canonical dataset (items.jsonl + interactions.csv) in {data}")
@@ -100,7 +106,10 @@ def text_fields_copy(data: Path, keep: list[str], out: Path) -> Path:
     for line in src_items.read_text().splitlines():
         if line.strip():
             rec = json.loads(line)
-            lines.append(json.dumps({k: v for k, v in rec.items() if k == "item_id" or k in keep}) + "\n")
+            kept = {k: v for k, v in rec.items() if k == "item_id" or k in keep}
+            if not has_text(kept):
+                kept["title"] = str(rec["item_id"])
+            lines.append(json.dumps(kept) + "\n")
     # several benchmark processes may build the same copy at once: replace atomically, tolerate the link
     tmp = out / f".items.jsonl.{os.getpid()}"
     tmp.write_text("".join(lines))
@@ -174,8 +183,13 @@ def main() -> None:
         args.preset, {"data": str(data), "split": args.split, "protocol": args.protocol, **base_values}
     )
     meta = {
-        "data": args.data, "text_fields": args.text_fields, "split": args.split, "protocol": args.protocol,
-        "preset": args.preset, "overrides": base_values, "machine": platform.platform(),
+        "data": args.data,
+        "text_fields": args.text_fields,
+        "split": args.split,
+        "protocol": args.protocol,
+        "preset": args.preset,
+        "overrides": base_values,
+        "machine": platform.platform(),
         "torch_threads": torch.get_num_threads(),
     }
     results = out / "results.json"
@@ -202,14 +216,25 @@ def main() -> None:
             counts = {item: float(result.prepared.popularity[row - 1]) for item, row in result.prepared.index.items()}
             test = result.prepared.split.test
             slices = evaluate_slices(
-                result.model, test, result.prepared.index, case_slices(test, counts),
-                batch_size=cfg.eval_batch_size, mask_history=cfg.mask_history,
+                result.model,
+                test,
+                result.prepared.index,
+                case_slices(test, counts),
+                batch_size=cfg.eval_batch_size,
+                mask_history=cfg.mask_history,
             )
             record = {
-                "variant": variant, "seed": seed, "valid": result.metrics["valid"], "test": result.metrics["test"],
-                "slices": slices, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-                "fit_seconds": result.seconds, "wall_seconds": time.perf_counter() - started,
-                "history": result.history, "config": cfg.to_dict(),
+                "variant": variant,
+                "seed": seed,
+                "valid": result.metrics["valid"],
+                "test": result.metrics["test"],
+                "slices": slices,
+                "best_epoch": result.best_epoch,
+                "epochs_run": len(result.history),
+                "fit_seconds": result.seconds,
+                "wall_seconds": time.perf_counter() - started,
+                "history": result.history,
+                "config": cfg.to_dict(),
             }
             with locked(out):  # another process may be running other variants into the same --out
                 runs = [r for r in read_runs(results) if not (r["variant"] == variant and r["seed"] == seed)]

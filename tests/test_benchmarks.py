@@ -57,3 +57,23 @@ def test_convergence_benchmark_reuses_quality_runs_and_plots(tmp_path: Path) -> 
     assert all(e["elapsed_seconds"] > 0 for r in runs for e in r["history"])
     assert runs[1]["config"]["loss"] == "infonce" and runs[1]["config"]["epochs"] == 2
     assert (tmp_path / "c" / "convergence.png").stat().st_size > 10_000
+
+
+def test_weak_text_copy_keeps_every_item(tmp_path: Path) -> None:
+    """An item with no title keeps its id as its text, so the weak-text run sees the same catalogue."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from quality import text_fields_copy
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "interactions.csv").write_text("user_id,item_id,timestamp\nu,a,1\nu,b,2\n")
+    (src / "items.jsonl").write_text(
+        json.dumps({"item_id": "a", "title": "Red ball", "description": "bouncy"}) + "\n"
+        + json.dumps({"item_id": "b", "description": "no title at all"}) + "\n"
+    )
+    out = text_fields_copy(src, ["title"], tmp_path / "copy")
+    records = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    assert records == [{"item_id": "a", "title": "Red ball"}, {"item_id": "b", "title": "b"}]
+    assert (out / "interactions.csv").read_text() == (src / "interactions.csv").read_text()
