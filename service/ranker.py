@@ -454,7 +454,7 @@ class Ranker:
             emb[[i for i, _ in texts]] = encoded
         with np.errstate(over="ignore", invalid="ignore"):
             z = self.projection.apply(emb).astype(np.float32)  # (n, k): float32 like the model's language buffer
-        bad = [items[i].item_id for i in np.flatnonzero(~np.isfinite(z).all(axis=1))]
+        bad = [items[int(i)].item_id for i in np.flatnonzero(~np.isfinite(z).all(axis=1))]
         if bad:  # a finite but huge embedding overflows the projection; it would poison every ranking it joins
             raise InvalidItem(
                 f"items {', '.join(repr(i) for i in bad[:10])}: the embedding does not project to a finite vector "

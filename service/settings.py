@@ -91,6 +91,10 @@ class ServiceSettings(BaseSettings):
     read_token: SecretStr | None = Field(
         default=None, description="bearer token that reads need too (unset: reads are open); the write token also reads"
     )
+    allow_open_writes: bool = Field(
+        default=False,
+        description="serve on a non-loopback address without an API token (writes open to the network)",
+    )
     reset_store: bool = Field(
         default=False,
         description="start over with an empty store when the existing one fails its startup checks (the old "

@@ -149,7 +149,10 @@ class SQLiteItemStore:
         self._lock = threading.Lock()
         self._identity: dict[str, tuple[int, int]] = {}
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ValueError(f"cannot create the item store's directory {self.path.parent}: {e.strerror}") from e
             self._conn = self._open(timeout_s)
         except StoreCheckFailed as e:
             if not reset:
