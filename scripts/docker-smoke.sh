@@ -88,7 +88,10 @@ if ! docker run --rm --network host "$IMAGE" alphafuse serve --help >/dev/null 2
   log "note: this image's CLI has no 'serve' command yet; running python -m service.main instead"
   cmd=(python -m service.main /artifact --host 0.0.0.0 --port "$PORT")
 fi
-docker run -d --name "$name" --network host -e PORT="$PORT" -v "$artifact:/artifact:ro" "$IMAGE" "${cmd[@]}" \
+# the image listens on 0.0.0.0, so it refuses to start with open writes: give it a token
+TOKEN=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+docker run -d --name "$name" --network host -e PORT="$PORT" -e ALPHAFUSE_API_TOKEN="$TOKEN" \
+  -v "$artifact:/artifact:ro" "$IMAGE" "${cmd[@]}" \
   >/dev/null
 
 wait_ready() {
@@ -108,13 +111,16 @@ ready_s=$(wait_ready)
 log "ready after ${ready_s}s"
 
 # 5. the API, checked from the host with httpx (the same client the service's users have)
-"$PY" - "$BASE" "$artifact" "$work/item_id" <<'EOF' || fail "API checks failed"
+"$PY" - "$BASE" "$artifact" "$work/item_id" "$TOKEN" <<'EOF' || fail "API checks failed"
 import json, sys, uuid
 from pathlib import Path
 import httpx
 
-base, artifact, id_file = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-c = httpx.Client(base_url=base, timeout=30, trust_env=False)
+base, artifact, id_file, token = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+c = httpx.Client(base_url=base, timeout=30, trust_env=False, headers={"authorization": f"Bearer {token}"})
+anon = httpx.post(f"{base}/items", json={"items": [{"item_id": "anon", "title": "t"}]}, timeout=30, trust_env=False)
+if anon.status_code != 401:
+    sys.exit(f"a write without the token: HTTP {anon.status_code} {anon.text[:300]}, expected 401")
 ids = json.loads((artifact / "item_ids.json").read_text())
 ids = ids if isinstance(ids, list) else list(ids)
 history = [str(i) for i in ids[:3]]

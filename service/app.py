@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +21,9 @@ from functools import partial
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.batching import MicroBatcher
 from service.errors import (
@@ -30,13 +33,19 @@ from service.errors import (
     ItemNotFound,
     NotReady,
     Overloaded,
+    RequestTimeout,
     ServiceError,
+    StoreFull,
+    StoreUnavailable,
+    Unauthorized,
 )
+from service.guard import RequestGuard, is_json_decode_error, json_decode_detail, validation_detail
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.ranker import AddedItem, FoldedItems, NewItem, Query, Ranker, Ranking
 from service.schemas import (
     ErrorResponse,
     HealthResponse,
+    ItemCreate,
     ItemDeletedResponse,
     ItemResponse,
     ItemsCreateRequest,
@@ -57,11 +66,15 @@ T = TypeVar("T")
 # the one place where domain errors become HTTP statuses (most specific class wins, via the MRO)
 ERROR_STATUS: dict[type[ServiceError], int] = {
     InvalidRequest: 422,  # includes UnknownItems and InvalidItem
+    Unauthorized: 401,
     ItemConflict: 409,
     FoldInUnavailable: 409,
     ItemNotFound: 404,
     Overloaded: 503,
     NotReady: 503,
+    StoreUnavailable: 503,
+    RequestTimeout: 503,
+    StoreFull: 507,
 }
 
 
@@ -85,6 +98,9 @@ class AppState:
     batcher: MicroBatcher[Query, Ranking] | None = None
     ready: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    write_token: str | None = None
+    read_token: str | None = None
+    store_problem: str | None = None  # why the store cannot be written now (None: it can)
 
     @property
     def model_info(self) -> ModelInfo:
@@ -115,24 +131,44 @@ class AppState:
         except Exception:
             log.exception("item store sync failed; serving the catalogue as last seen")
 
+    def check_store(self) -> None:
+        """Notice a store whose files were removed or replaced, so /readyz says so before a write fails."""
+        assert self.store is not None
+        problem = self.store.health()
+        if problem is not None and problem != self.store_problem:
+            log.error("%s: writes are refused until it is restored and the service restarted", problem)
+        if problem is not None:
+            self.store_problem = problem
+
+    def _store_call(self, fn: Callable[[], T]) -> T:
+        try:
+            result = fn()
+        except StoreUnavailable as e:
+            self.store_problem = str(e)
+            raise
+        self.store_problem = self.store.health() if self.store is not None else None
+        return result
+
     def rank_batch(self, queries: list[Query]) -> list[Ranking | ServiceError]:
         assert self.ranker is not None
         self.sync()
         return self.ranker.recommend_many(queries)
 
     def commit_items(self, folded: FoldedItems, upsert: bool) -> list[AddedItem]:
-        assert self.ranker is not None and self.store is not None
+        ranker, store = self.ranker, self.store
+        assert ranker is not None and store is not None
         try:
-            return self.ranker.commit_items(self.store, folded, upsert=upsert)
+            return self._store_call(lambda: ranker.commit_items(store, folded, upsert=upsert))
         finally:
-            self.metrics.set_catalogue(self.ranker.size, self.ranker.num_cold)
+            self.metrics.set_catalogue(ranker.size, ranker.num_cold)
 
     def delete_item(self, item_id: str) -> int:
-        assert self.ranker is not None and self.store is not None
+        ranker, store = self.ranker, self.store
+        assert ranker is not None and store is not None
         try:
-            return self.ranker.delete_item(self.store, item_id)
+            return self._store_call(lambda: ranker.delete_item(store, item_id))
         finally:
-            self.metrics.set_catalogue(self.ranker.size, self.ranker.num_cold)
+            self.metrics.set_catalogue(ranker.size, ranker.num_cold)
 
     def get_item(self, item_id: str) -> tuple[dict[str, Any], bool]:
         assert self.ranker is not None
@@ -158,7 +194,7 @@ def _load(state: AppState) -> None:
         hnsw_ef_construction=s.hnsw_ef_construction, hnsw_ef_search=s.hnsw_ef_search, cold_id=s.cold_id,
         max_k=s.max_k, max_items_per_add=s.max_items_per_request,
     )
-    store = SQLiteItemStore(s.store, ranker.version)
+    store = SQLiteItemStore(s.store, ranker.version, max_items=s.max_cold_items, reset=s.reset_store)
     ranker.sync(store)
     if s.carry_cold_items:
         carried, skipped = ranker.carry_over(store)
@@ -186,12 +222,19 @@ async def _sync_forever(state: AppState) -> None:
     while True:
         await asyncio.sleep(state.settings.sync_interval_s)
         await state.run(state.sync)
+        await state.run(state.check_store)
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: AppState = app.state.service
     s = state.settings
+    state.write_token = s.write_token()
+    state.read_token = s.read_token.get_secret_value() if s.read_token is not None else None
+    if state.write_token is None:
+        log.warning(
+            "no ALPHAFUSE_API_TOKEN: POST /items and DELETE /items are open to anyone who can reach this port"
+        )
     state.executor = ThreadPoolExecutor(
         max_workers=1, thread_name_prefix="alphafuse-ranker", initializer=_init_worker_thread,
         initargs=(s.torch_threads, s.faiss_threads),
@@ -249,20 +292,92 @@ def get_ready_state(state: Annotated[AppState, Depends(get_state)]) -> AppState:
 Service = Annotated[AppState, Depends(get_ready_state)]
 AnyState = Annotated[AppState, Depends(get_state)]
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": desc}
-    for code, desc in (
-        (404, "unknown item"), (409, "conflict with existing items or the model"),
-        (422, "invalid request (the detail names the problem)"), (503, "not ready or overloaded"),
-    )
-}
+# declares the scheme in the OpenAPI spec; checking the token is ours (constant time, our error format)
+bearer = HTTPBearer(
+    auto_error=False, scheme_name="bearer",
+    description="ALPHAFUSE_API_TOKEN for writes; ALPHAFUSE_READ_TOKEN (or the write token) for reads when set",
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def _matches(cred: HTTPAuthorizationCredentials | None, *tokens: str | None) -> bool:
+    if cred is None:
+        return False
+    given = cred.credentials.encode()
+    ok = False
+    for token in tokens:
+        if token is not None:
+            ok |= hmac.compare_digest(given, token.encode())  # no early exit: timing says nothing
+    return ok
+
+
+def require_write(state: AnyState, cred: Credentials) -> None:
+    if state.write_token is not None and not _matches(cred, state.write_token):
+        raise Unauthorized("this route needs Authorization: Bearer <ALPHAFUSE_API_TOKEN>")
+
+
+def require_read(state: AnyState, cred: Credentials) -> None:
+    if state.read_token is not None and not _matches(cred, state.read_token, state.write_token):
+        raise Unauthorized("this route needs Authorization: Bearer <ALPHAFUSE_READ_TOKEN>")
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    described = {
+        400: "the body is not valid JSON", 401: "missing or wrong bearer token", 404: "unknown item",
+        409: "conflict with existing items or the model", 413: "request body over ALPHAFUSE_MAX_BODY_BYTES",
+        415: "the body is not JSON (Content-Type)", 422: "invalid request (the detail names the problem)",
+        503: "not ready, overloaded, too slow, or the item store cannot be written (Retry-After)",
+        507: "the item store holds ALPHAFUSE_MAX_COLD_ITEMS cold items",
+    }
+    return {code: {"model": ErrorResponse, "description": described[code]} for code in codes}
+
+
+BODY_ERRORS = (400, 413, 415, 422)
 
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     status = error_status(exc)
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers: dict[str, str] | None = None
+    if status == 503:
+        headers = {"Retry-After": "1"}
+    elif status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="alphafuse"'}
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own handler echoes the input (and crashes on NaN or lone surrogates): one bounded line."""
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if is_json_decode_error(errors):
+        return JSONResponse({"detail": json_decode_detail(errors)}, status_code=400)
+    return JSONResponse({"detail": validation_detail(errors)}, status_code=422)
+
+
+async def _timed(awaitable: Any, seconds: float, what: str) -> Any:
+    try:
+        return await asyncio.wait_for(awaitable, seconds)
+    except TimeoutError:
+        raise RequestTimeout(f"{what} took longer than {seconds:g} s (ALPHAFUSE_REQUEST_TIMEOUT_S); retry") from None
+
+
+def check_item_limits(items: list[ItemCreate], max_chars: int, max_list: int) -> None:
+    """Per-field caps from the settings, before anything is encoded; the detail names the field."""
+    for n, it in enumerate(items):
+        for name in ("title", "year", "categories", "genres", "brand", "description"):
+            value = getattr(it, name)
+            values = value if isinstance(value, list) else [value]
+            if isinstance(value, list) and len(value) > max_list:
+                raise InvalidRequest(
+                    f"items[{n}].{name} has {len(value)} entries; at most {max_list} (ALPHAFUSE_MAX_LIST_ITEMS)"
+                )
+            for v in values:
+                if isinstance(v, str) and len(v) > max_chars:
+                    raise InvalidRequest(
+                        f"items[{n}].{name} has a string of {len(v)} characters; at most {max_chars} "
+                        "(ALPHAFUSE_MAX_TEXT_CHARS)"
+                    )
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -271,12 +386,11 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def recommend(body: RecommendRequest, svc: Service) -> RecommendResponse:
     assert svc.batcher is not None
-    ranking = await svc.batcher.submit(
-        Query(
-            history=body.history, k=body.k, exclude_history=body.exclude_history, allow=body.allow,
-            deny=body.deny, ignore_unknown=body.ignore_unknown,
-        )
+    query = Query(
+        history=body.history, k=body.k, exclude_history=body.exclude_history, allow=body.allow,
+        deny=body.deny, ignore_unknown=body.ignore_unknown,
     )
+    ranking = await _timed(svc.batcher.submit(query), svc.settings.request_timeout_s, "ranking")
     return RecommendResponse(
         items=[ScoredItem(item_id=i, score=s) for i, s in ranking.items], model=svc.model_info,
         ignored=ranking.ignored, truncated=ranking.truncated,
@@ -284,9 +398,14 @@ async def recommend(body: RecommendRequest, svc: Service) -> RecommendResponse:
 
 
 async def add_items(body: ItemsCreateRequest, svc: Service) -> ItemsCreateResponse:
+    s = svc.settings
+    check_item_limits(body.items, s.max_text_chars, s.max_list_items)
     items = [NewItem(it.item_id, it.record(), it.embedding) for it in body.items]
     assert svc.ranker is not None
-    folded = await svc.run_encoder(svc.ranker.fold_in_new, items, upsert=body.upsert)
+    folded = await _timed(
+        svc.run_encoder(svc.ranker.fold_in_new, items, upsert=body.upsert), s.request_timeout_s, "encoding the items"
+    )
+    # never time-limited: once the commit starts, the client must learn its outcome
     added = await svc.run(svc.commit_items, folded, body.upsert)
     return ItemsCreateResponse(
         items=[ItemResponse(item_id=a.item_id, record=a.record, cold=True) for a in added],
@@ -313,9 +432,15 @@ async def readyz(state: AnyState, response: Response) -> ReadyResponse:
         response.status_code = 503
         return ReadyResponse(status="loading", pid=os.getpid())
     r = state.ranker
+    if state.store_problem is None and state.store is not None:
+        state.store_problem = state.store.health()
+    if state.store_problem is not None:
+        response.status_code = 503
+        response.headers["Retry-After"] = "1"
     return ReadyResponse(
-        status="ready", model=state.model_info, items=r.size, cold_items=r.num_cold, index=state.settings.index,
-        pid=os.getpid(),
+        status="ready" if state.store_problem is None else "store unavailable", model=state.model_info,
+        items=r.size, cold_items=r.num_cold, index=state.settings.index, pid=os.getpid(),
+        problem=state.store_problem,
     )
 
 
@@ -333,22 +458,29 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.state.service = AppState(settings=settings, metrics=ServiceMetrics())
     app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    # outermost last: metrics see every answer, including the guard's 413 / 415
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.service.metrics)
+    reads = [Depends(require_read)]
+    writes = [Depends(require_write)]
     app.add_api_route(
-        "/recommend", recommend, methods=["POST"], response_model=RecommendResponse, responses=ERRORS,
-        summary="Top-k items for a history", tags=["recommend"],
+        "/recommend", recommend, methods=["POST"], response_model=RecommendResponse, dependencies=reads,
+        responses=_errors(*BODY_ERRORS, 401, 503), summary="Top-k items for a history", tags=["recommend"],
     )
     app.add_api_route(
         "/items", add_items, methods=["POST"], status_code=201, response_model=ItemsCreateResponse,
-        responses=ERRORS, summary="Add cold items (durable before 201)", tags=["items"],
+        dependencies=writes, responses=_errors(*BODY_ERRORS, 401, 409, 503, 507),
+        summary="Add cold items (durable before 201)", tags=["items"],
     )
     app.add_api_route(
-        "/items/{item_id:path}", get_item, methods=["GET"], response_model=ItemResponse, responses=ERRORS,
-        summary="A trained or cold item's record", tags=["items"],
+        "/items/{item_id:path}", get_item, methods=["GET"], response_model=ItemResponse, dependencies=reads,
+        responses=_errors(401, 404, 422, 503), summary="A trained or cold item's record", tags=["items"],
     )
     app.add_api_route(
         "/items/{item_id:path}", delete_item, methods=["DELETE"], response_model=ItemDeletedResponse,
-        responses=ERRORS, summary="Delete a cold item (durable before 200; trained items: 409)", tags=["items"],
+        dependencies=writes, responses=_errors(401, 404, 409, 422, 503),
+        summary="Delete a cold item (durable before 200; trained items: 409)", tags=["items"],
     )
     app.add_api_route("/healthz", healthz, methods=["GET"], response_model=HealthResponse, tags=["ops"],
                       summary="Alive (no dependencies checked)")

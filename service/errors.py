@@ -54,3 +54,19 @@ class Overloaded(ServiceError):
 
 class NotReady(ServiceError):
     """The model is not loaded (starting up or shutting down)."""
+
+
+class StoreUnavailable(ServiceError):
+    """The item store cannot be written right now (removed, replaced, corrupt, disk full); nothing was committed."""
+
+
+class StoreFull(ServiceError):
+    """The store holds as many cold items as it is allowed to (`max_cold_items`)."""
+
+
+class RequestTimeout(ServiceError):
+    """Ranking or encoding took longer than `request_timeout_s`; nothing was committed."""
+
+
+class Unauthorized(ServiceError):
+    """A missing or wrong bearer token."""

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import ipaddress
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,13 +38,59 @@ def app_from_env() -> FastAPI:
     return create_app(ServiceSettings())  # type: ignore[call-arg]
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail before loading anything when the address cannot be bound (busy port, bad host)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ValueError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(address)
+        except OSError as e:
+            raise ValueError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+
+
+def preflight(settings: ServiceSettings, host: str, port: int) -> None:
+    """Every startup error a user can cause, as one ValueError, before uvicorn starts: the token, the
+    address, the artifact (files, checksums, config) and the store (path, startup checks)."""
+    from model.artifact import load_artifact
+    from service.ranker import artifact_version
+    from service.store import SQLiteItemStore
+
+    token = settings.write_token()
+    if token is None and not is_loopback(host) and not settings.allow_open_writes:
+        raise ValueError(
+            f"refusing to serve on {host} with open writes: anyone who reaches it could add and delete items; "
+            "set ALPHAFUSE_API_TOKEN (or ALPHAFUSE_API_TOKEN_FILE), or pass --allow-open-writes"
+        )
+    check_port(host, port)
+    art = load_artifact(settings.artifact, verify_checksums=settings.verify_checksums)
+    version = artifact_version(art, settings.cold_id)
+    SQLiteItemStore(settings.store, version, max_items=settings.max_cold_items, reset=settings.reset_store).close()
+
+
 def serve(
     artifact: Path | str, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
     log_level: str = "info", **overrides: Any,
 ) -> int:
-    """Serve `artifact` until interrupted; returns the exit status (3 when startup failed).
+    """Serve `artifact` until interrupted; returns the exit status.
 
-    `overrides` are `ServiceSettings` fields (e.g. `store=`, `index="hnsw"`, `max_batch=1`).
+    `overrides` are `ServiceSettings` fields (e.g. `store=`, `index="hnsw"`, `max_batch=1`). Startup
+    errors a user can cause raise ValueError (one line) before uvicorn starts; a failure uvicorn sees
+    during startup returns 3. SIGTERM and Ctrl-C stop gracefully: requests in flight finish, then the
+    store is closed.
     """
     import uvicorn
 
@@ -49,6 +98,7 @@ def serve(
         raise ValueError(f"workers must be >= 1, got {workers}")
     settings = ServiceSettings(artifact=Path(artifact), **overrides)  # validate before forking anything
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    preflight(settings, host, port)
     os.environ.update(settings.to_env())
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # each worker writes its metrics here and /metrics merges them (set before workers import prometheus)
@@ -84,12 +134,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--store", type=Path, help="cold-item SQLite file (default ./alphafuse-store.sqlite3)")
     p.add_argument("--index", choices=["flat", "hnsw"])
+    p.add_argument("--allow-open-writes", action="store_true", help="no API token on a non-loopback address")
+    p.add_argument("--reset-store", action="store_true", help="start over if the store fails its startup checks")
     p.add_argument("--log-level", default="info")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the traceback of a startup error")
     args = p.parse_args(argv)
-    overrides = {k: v for k, v in (("store", args.store), ("index", args.index)) if v is not None}
-    return serve(
-        args.artifact, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level, **overrides
-    )
+    overrides: dict[str, Any] = {k: v for k, v in (("store", args.store), ("index", args.index)) if v is not None}
+    if args.allow_open_writes:
+        overrides["allow_open_writes"] = True
+    if args.reset_store:
+        overrides["reset_store"] = True
+    try:
+        return serve(
+            args.artifact, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level,
+            **overrides,
+        )
+    except ValueError as e:  # the user's inputs (ArtifactError and pydantic's ValidationError are ValueErrors)
+        if args.verbose:
+            traceback.print_exc()
+        print(f"python -m service.main: error: {one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def one_line(e: BaseException) -> str:
+    """A settings ValidationError spans several lines; everything else here is one already."""
+    from pydantic import ValidationError
+
+    if isinstance(e, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors())
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":

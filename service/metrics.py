@@ -54,7 +54,8 @@ class ServiceMetrics:
         )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        labels = (method, route, str(status))
+        # any client can send any method name: only the standard ones get their own series
+        labels = (method if method in KNOWN_METHODS else "other", route, str(status))
         self.requests.labels(*labels).inc()
         self.latency.labels(*labels).observe(seconds)
 
@@ -75,6 +76,9 @@ class ServiceMetrics:
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged, path=path)
         return generate_latest(merged)
+
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class MetricsMiddleware:

@@ -452,7 +452,14 @@ class Ranker:
         if texts:
             encoded = self._text_encoder().encode([t for _, t in texts])  # (T, d_l) float32
             emb[[i for i, _ in texts]] = encoded
-        z = self.projection.apply(emb).astype(np.float32)  # (n, k): float32 like the model's language buffer
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = self.projection.apply(emb).astype(np.float32)  # (n, k): float32 like the model's language buffer
+        bad = [items[int(i)].item_id for i in np.flatnonzero(~np.isfinite(z).all(axis=1))]
+        if bad:  # a finite but huge embedding overflows the projection; it would poison every ranking it joins
+            raise InvalidItem(
+                f"items {', '.join(repr(i) for i in bad[:10])}: the embedding does not project to a finite vector "
+                "(values far outside what the encoder produces)"
+            )
         # the same float32 sum as AlphaFuseEmbedding.forward: language + pad(ids)
         return z if self._v0 is None else z + self._v0
 
@@ -501,14 +508,14 @@ class Ranker:
     def commit_items(self, store: ItemStore, folded: FoldedItems, *, upsert: bool = False) -> list[AddedItem]:
         """Commit folded items to the store (durable on return), then serve them."""
         self.sync(store)  # see other workers' items before deciding what exists
-        existing = self._existing_cold([it.item_id for it in folded.items], upsert)
+        self._existing_cold([it.item_id for it in folded.items], upsert)
         rows = [StoredItem(it.item_id, dict(it.record), folded.vectors[n]) for n, it in enumerate(folded.items)]
-        seqs = store.add(rows, upsert=upsert)  # committed here; raises ItemConflict on a race
+        result = store.add(rows, upsert=upsert)  # committed here; raises ItemConflict on a race
         self.sync(store)
-        replaced = set(existing)
+        replaced = set(result.replaced)  # what the store replaced, not what this worker had cached
         return [
             AddedItem(it.item_id, dict(it.record), it.item_id in replaced, s)
-            for it, s in zip(folded.items, seqs, strict=True)
+            for it, s in zip(folded.items, result.seqs, strict=True)
         ]
 
     def _existing_cold(self, ids: Sequence[str], upsert: bool) -> list[str]:

@@ -3,11 +3,30 @@ an option must not silently fall back to its default)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-ItemId = Annotated[str, Field(min_length=1, max_length=512)]
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _printable_id(value: str) -> str:
+    # an id with a control character (say "\n") could be created but never addressed in a URL path again
+    if not value.isprintable():
+        raise ValueError("item ids must be printable text (no control characters, line breaks or lone surrogates)")
+    return value
+
+
+def _valid_unicode(value: str) -> str:
+    # JSON can spell lone surrogates ("\ud800"); no encoder, database or response can carry them
+    if _SURROGATE.search(value):
+        raise ValueError("text must be valid Unicode (it contains a lone surrogate)")
+    return value
+
+
+ItemId = Annotated[str, Field(min_length=1, max_length=512), AfterValidator(_printable_id)]
+Text = Annotated[str, AfterValidator(_valid_unicode)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 MAX_HISTORY = 1000  # ids accepted in one history (only the model's window is used)
@@ -60,12 +79,12 @@ class ItemCreate(_Strict):
     """A new (cold) item. Its vector comes from its text via the model's encoder, or from `embedding`."""
 
     item_id: ItemId
-    title: str | None = None
-    year: int | str | None = None
-    categories: list[str] | None = None
-    genres: list[str] | None = None
-    brand: str | None = None
-    description: str | list[str] | None = None
+    title: Text | None = None
+    year: int | Text | None = None
+    categories: list[Text] | None = None
+    genres: list[Text] | None = None
+    brand: Text | None = None
+    description: Text | list[Text] | None = None
     embedding: list[FiniteFloat] | None = Field(
         default=None, max_length=MAX_EMBEDDING_DIM,
         description="the raw output of the model's text encoder for this item; used instead of encoding the "
@@ -113,6 +132,7 @@ class ReadyResponse(BaseModel):
     cold_items: int = 0
     index: str | None = None
     pid: int = Field(description="process id of the worker that answered (several workers share a port)")
+    problem: str | None = Field(default=None, description="why the item store cannot be written, when it cannot")
 
 
 class ErrorResponse(BaseModel):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "ALPHAFUSE_"
@@ -71,6 +71,55 @@ class ServiceSettings(BaseSettings):
         "this one (items posted as a bare embedding cannot be carried)",
     )
     verify_checksums: bool = Field(default=True, description="check the artifact's file checksums on load")
+    max_body_bytes: int = Field(
+        default=1 << 20, ge=1024, description="largest request body; larger ones get 413 before they are read"
+    )
+    max_text_chars: int = Field(default=4096, ge=1, description="longest string in a new item's text fields")
+    max_list_items: int = Field(default=64, ge=1, description="most strings in one list field of a new item")
+    max_cold_items: int = Field(
+        default=100_000, ge=1, description="most cold items the store may hold for this model (507 beyond)"
+    )
+    request_timeout_s: float = Field(
+        default=30.0, gt=0.0, description="ranking or encoding that takes longer answers 503 (nothing is committed)"
+    )
+    api_token: SecretStr | None = Field(
+        default=None, description="bearer token that POST /items and DELETE /items need (unset: writes are open)"
+    )
+    api_token_file: Path | None = Field(
+        default=None, description="file holding the write token (first line), instead of API_TOKEN"
+    )
+    read_token: SecretStr | None = Field(
+        default=None, description="bearer token that reads need too (unset: reads are open); the write token also reads"
+    )
+    allow_open_writes: bool = Field(
+        default=False,
+        description="serve on a non-loopback address without an API token (writes open to the network)",
+    )
+    reset_store: bool = Field(
+        default=False,
+        description="start over with an empty store when the existing one fails its startup checks (the old "
+        "files are kept beside it, renamed)",
+    )
+
+    def write_token(self) -> str | None:
+        """The write token from API_TOKEN or API_TOKEN_FILE; a file that cannot be read is an error."""
+        if self.api_token is not None and self.api_token_file is not None:
+            raise ValueError("set ALPHAFUSE_API_TOKEN or ALPHAFUSE_API_TOKEN_FILE, not both")
+        if self.api_token_file is not None:
+            try:
+                lines = self.api_token_file.read_text().splitlines()
+            except OSError as e:
+                raise ValueError(f"cannot read the API token file {self.api_token_file}: {e.strerror}") from e
+            token = lines[0].strip() if lines else ""
+            if not token:
+                raise ValueError(f"the API token file {self.api_token_file} is empty")
+            return token
+        if self.api_token is not None:
+            token = self.api_token.get_secret_value()
+            if not token.strip():
+                raise ValueError("ALPHAFUSE_API_TOKEN is empty")
+            return token
+        return None
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that rebuild these settings (explicitly set fields only)."""
@@ -79,5 +128,7 @@ class ServiceSettings(BaseSettings):
             value: Any = getattr(self, name)
             if value is None:
                 continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
             out[ENV_PREFIX + name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
         return out

@@ -26,16 +26,35 @@ Contract of an `ItemStore` (what a Postgres implementation for several replicas 
   NOTIFY so replicas need not poll.
 - rows are scoped to one `artifact_version`: a vector is only valid for the model, projection, encoder
   and cold-ID rule it was computed with; rows of other versions stay stored but are not served.
+- `add` refuses (`StoreFull`) to hold more than `max_items` live items of its version, and reports which
+  ids it replaced (`AddResult.replaced`): the store's answer, not a worker's cache, is what a client sees.
+- a store that cannot be written (removed, replaced, corrupt, disk full) raises `StoreUnavailable`; it
+  never acknowledges a write it did not make durable.
+
+What the SQLite store promises, and how it keeps the promise: an acknowledged write is committed with
+`synchronous=FULL` (the WAL is fsynced) before the call returns. After each commit the highest
+acknowledged sequence number is also fsynced into `<store>.ack` beside the database, with the store's
+random id. At startup the store refuses to open (one clear error) when the database is missing, empty,
+not the store the `.ack` file belongs to, holds fewer writes than `.ack` records (truncated, replaced or
+rolled back, a damaged WAL), or fails `PRAGMA quick_check`; `reset=True` starts over instead and keeps the
+old files beside it. While serving, every write first checks that the database, -wal and -shm files are
+still the ones it opened, so a store deleted or replaced under a running service refuses writes instead
+of writing into an unlinked file. To back it up, copy the database with SQLite's online backup
+(`sqlite3 STORE ".backup COPY"`) and the `.ack` file; restoring an older backup than `.ack` records is
+refused until the operator removes `.ack` (accepting the loss) or passes `reset`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +62,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from service.errors import ItemConflict, ItemNotFound
+from service.errors import ItemConflict, ItemNotFound, StoreFull, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +79,16 @@ class StoredItem:
     deleted: bool = False  # a tombstone: the item was deleted at `seq` (record and vector are empty)
 
 
+@dataclass(frozen=True)
+class AddResult:
+    seqs: list[int]  # the sequence number of each item, in the order given
+    replaced: list[str]  # ids whose live row this add replaced (upsert), as the store saw them
+
+
 class ItemStore(Protocol):
     """Cold items of one artifact version; see the module docstring for the contract."""
 
-    def add(self, items: Sequence[StoredItem], *, upsert: bool = False) -> list[int]: ...
+    def add(self, items: Sequence[StoredItem], *, upsert: bool = False) -> AddResult: ...
 
     def delete(self, item_id: str) -> int: ...
 
@@ -78,6 +103,8 @@ class ItemStore(Protocol):
     def count(self) -> int: ...
 
     def other_versions(self) -> dict[str, int]: ...
+
+    def health(self) -> str | None: ...
 
     def close(self) -> None: ...
 
@@ -99,48 +126,193 @@ CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL
 """
 
 
+ACK_SUFFIX = ".ack"
+_ACK_BYTES = 128  # the .ack record is rewritten in place at this fixed size: one sector, never torn
+
+
 class SQLiteItemStore:
     """`ItemStore` in one SQLite file (WAL, synchronous=FULL): safe for several processes on one host.
 
     One connection per instance, guarded by a lock (the service calls it from one worker thread, but
-    the lifespan opens and closes it from another).
+    the lifespan opens and closes it from another). `max_items` caps the live items of this version;
+    `reset` starts over when the startup checks fail (module docstring).
     """
 
-    def __init__(self, path: Path | str, artifact_version: str, *, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, path: Path | str, artifact_version: str, *, timeout_s: float = 10.0, max_items: int | None = None,
+        reset: bool = False,
+    ) -> None:
         self.path = Path(path)
         self.artifact_version = artifact_version
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_items = max_items
+        self.ack_path = self.path.with_name(self.path.name + ACK_SUFFIX)
         self._lock = threading.Lock()
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so one POST is exactly one transaction
-        self._conn = sqlite3.connect(
-            self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False
-        )
+        self._identity: dict[str, tuple[int, int]] = {}
         try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
-            self._conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
-            self._conn.executescript(_SCHEMA)
-            self._check_schema()
-        except sqlite3.DatabaseError as e:
-            self._conn.close()
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ValueError(f"cannot create the item store's directory {self.path.parent}: {e.strerror}") from e
+            self._conn = self._open(timeout_s)
+        except StoreCheckFailed as e:
+            if not reset:
+                raise ValueError(f"{e}; restore it from a backup, or start over with --reset-store") from e
+            kept = self._set_aside()
+            log.warning("item store %s failed its startup checks (%s): starting over; old files kept as %s",
+                        self.path, e, ", ".join(kept) or "nothing")
+            self._conn = self._open(timeout_s)
+        self._remember_identity()
+
+    def _open(self, timeout_s: float) -> sqlite3.Connection:
+        self._identity.clear()  # a failed first attempt remembered files that may since have been set aside
+        ack = self._read_ack()
+        if ack is not None and (not self.path.is_file() or self.path.stat().st_size == 0):
+            raise StoreCheckFailed(
+                f"item store {self.path} is missing or empty, but {self.ack_path} records {ack[1]} acknowledged "
+                "writes"
+            )
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so one POST is exactly one transaction
+            conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
             raise ValueError(f"cannot open item store {self.path}: {e}") from e
-        except BaseException:
-            self._conn.close()
+        try:
+            self._conn = conn
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
+            conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+            (check,) = conn.execute("PRAGMA quick_check").fetchone()
+            if check != "ok":
+                raise StoreCheckFailed(f"item store {self.path} fails PRAGMA quick_check: {check}")
+            conn.executescript(_SCHEMA)
+            if ack is not None:
+                store_id, acked = ack
+                found = conn.execute("SELECT value FROM store_meta WHERE key = 'store_id'").fetchone()
+                if found is None:
+                    raise StoreCheckFailed(
+                        f"item store {self.path} holds no writes at all, but {acked} were acknowledged: it (or "
+                        "its -wal file) was truncated, overwritten or rolled back"
+                    )
+                if found[0] != store_id:
+                    raise StoreCheckFailed(
+                        f"item store {self.path} is not the store that {self.ack_path} belongs to (store id "
+                        f"{found[0]}, expected {store_id}): it was replaced"
+                    )
+                if self.last_seq() < acked:
+                    raise StoreCheckFailed(
+                        f"item store {self.path} holds writes up to sequence {self.last_seq()}, but {acked} were "
+                        "acknowledged: it (or its -wal file) was truncated, overwritten or rolled back"
+                    )
+            self._check_schema()
+        except StoreCheckFailed:
+            conn.close()
             raise
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise StoreCheckFailed(f"item store {self.path} cannot be read: {e}") from e
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _set_aside(self) -> list[str]:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        kept = []
+        for p in (self.path, *self._sidecars(), self.ack_path):
+            if p.exists():
+                target = p.with_name(f"{p.name}.broken-{stamp}")
+                p.rename(target)
+                kept.append(target.name)
+        return kept
+
+    def _sidecars(self) -> tuple[Path, Path]:
+        return self.path.with_name(self.path.name + "-wal"), self.path.with_name(self.path.name + "-shm")
+
+    def store_id(self) -> str:
+        (value,) = self._conn.execute("SELECT value FROM store_meta WHERE key = 'store_id'").fetchone()
+        return str(value)
+
+    def last_seq(self) -> int:
+        """The highest sequence number ever assigned (SQLite's AUTOINCREMENT high-water mark)."""
+        row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'cold_items'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    # --- file identity: a write must land in the files this store opened ---------------------------
+
+    def _remember_identity(self) -> None:
+        for p in (self.path, *self._sidecars()):
+            with contextlib.suppress(FileNotFoundError):
+                st = p.stat()
+                self._identity[p.name] = (st.st_dev, st.st_ino)
+
+    def health(self) -> str | None:
+        """None when the store's files are the ones it opened; otherwise what went wrong."""
+        for p in (self.path, *self._sidecars()):
+            known = self._identity.get(p.name)
+            if known is None:
+                continue  # -wal / -shm appear with the first write; remembered after it
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                return f"item store file {p} was removed while the service was running"
+            if (st.st_dev, st.st_ino) != known:
+                return f"item store file {p} was replaced while the service was running"
+        return None
+
+    # --- the acknowledged watermark -------------------------------------------------------------------
+
+    def _read_ack(self) -> tuple[str, int] | None:
+        try:
+            raw = self.ack_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            data = json.loads(raw.decode().strip())
+            return str(data["store_id"]), int(data["seq"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise StoreCheckFailed(
+                f"{self.ack_path} is damaged ({e}); remove it only if the store is known to be good"
+            ) from e
+
+    def _ack(self, seq: int) -> None:
+        """Raise the fsynced watermark to `seq` (several workers: under a file lock, never lowered)."""
+        record = json.dumps({"store_id": self.store_id(), "seq": seq}).encode().ljust(_ACK_BYTES - 1) + b"\n"
+        fd = os.open(self.ack_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            current = os.pread(fd, _ACK_BYTES, 0)
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                if current.strip() and int(json.loads(current.decode())["seq"]) >= seq:
+                    return
+            os.pwrite(fd, record, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # also releases the flock
 
     @contextlib.contextmanager
     def _write(self, *, locked: bool = True) -> Iterator[sqlite3.Cursor]:
         """One write transaction: BEGIN IMMEDIATE takes SQLite's write lock up front, so what is read
-        inside stays true until COMMIT; any exception rolls everything back."""
+        inside stays true until COMMIT; any exception rolls everything back. A store whose files were
+        removed or replaced, or that SQLite cannot write, raises StoreUnavailable and commits nothing."""
         with self._lock if locked else contextlib.nullcontext():
+            problem = self.health()
+            if problem is not None:
+                raise StoreUnavailable(f"{problem}; writes are refused until it is restored and the service restarted")
             cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise StoreUnavailable(f"item store {self.path} cannot be written: {e}") from e
             try:
                 yield cur
                 cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
+            except BaseException as e:
+                with contextlib.suppress(sqlite3.Error):
+                    cur.execute("ROLLBACK")
+                if isinstance(e, sqlite3.Error):
+                    raise StoreUnavailable(f"item store {self.path} cannot be written: {e}") from e
                 raise
+            self._remember_identity()  # the first write creates -wal and -shm
 
     def _insert(self, cur: sqlite3.Cursor, item: StoredItem, *, or_ignore: bool = False) -> None:
         cur.execute(
@@ -158,6 +330,7 @@ class SQLiteItemStore:
             cur.execute(
                 "INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+            cur.execute("INSERT OR IGNORE INTO store_meta (key, value) VALUES ('store_id', ?)", (uuid.uuid4().hex,))
             (version,) = cur.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()
             if int(version) == 1:
                 cur.execute("ALTER TABLE cold_items ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0")
@@ -168,7 +341,7 @@ class SQLiteItemStore:
                     f"item store {self.path} has schema version {version}, expected {SCHEMA_VERSION}"
                 )
 
-    def add(self, items: Sequence[StoredItem], *, upsert: bool = False) -> list[int]:
+    def add(self, items: Sequence[StoredItem], *, upsert: bool = False) -> AddResult:
         ids = [it.item_id for it in items]
         if len(set(ids)) != len(ids):
             raise ValueError(f"duplicate item ids in one add: {sorted({i for i in ids if ids.count(i) > 1})}")
@@ -181,6 +354,14 @@ class SQLiteItemStore:
                     "pass upsert=true to replace them",
                     existing,
                 )
+            if self.max_items is not None:
+                live = self._live_count(cur)
+                if live + len(ids) - len(existing) > self.max_items:
+                    raise StoreFull(
+                        f"the store holds {live} cold items for this model and the limit is {self.max_items} "
+                        f"(ALPHAFUSE_MAX_COLD_ITEMS): adding {len(ids) - len(existing)} more is refused; delete "
+                        "some first"
+                    )
             # replaced rows and tombstones of these ids both give way (one row per id)
             cur.executemany(
                 "DELETE FROM cold_items WHERE artifact_version = ? AND item_id = ?",
@@ -190,7 +371,8 @@ class SQLiteItemStore:
                 self._insert(cur, it)
                 assert cur.lastrowid is not None
                 seqs.append(int(cur.lastrowid))
-        return seqs
+        self._ack(max(seqs))
+        return AddResult(seqs, existing)
 
     def add_absent(self, items: Sequence[StoredItem]) -> list[str]:
         """Insert the items whose id has no row (live or tombstone) in this version; returns their ids."""
@@ -200,6 +382,8 @@ class SQLiteItemStore:
                 self._insert(cur, it, or_ignore=True)  # ignored: the (version, id) key already holds a row
                 if cur.rowcount == 1:
                     added.append(it.item_id)
+        if added:
+            self._ack(self.last_seq())
         return added
 
     def carried_over_candidates(self) -> list[StoredItem]:
@@ -228,6 +412,7 @@ class SQLiteItemStore:
             self._insert(cur, StoredItem(item_id, {}, np.zeros(0, dtype=np.float32), deleted=True))
             assert cur.lastrowid is not None
             seq = int(cur.lastrowid)
+        self._ack(seq)
         return seq
 
     def _existing(self, cur: sqlite3.Cursor, ids: Sequence[str]) -> list[str]:
@@ -265,9 +450,12 @@ class SQLiteItemStore:
 
     def count(self) -> int:
         with self._lock:
-            (n,) = self._conn.execute(
-                "SELECT COUNT(*) FROM cold_items WHERE artifact_version = ? AND deleted = 0", (self.artifact_version,)
-            ).fetchone()
+            return self._live_count(self._conn.cursor())
+
+    def _live_count(self, cur: sqlite3.Cursor) -> int:
+        (n,) = cur.execute(
+            "SELECT COUNT(*) FROM cold_items WHERE artifact_version = ? AND deleted = 0", (self.artifact_version,)
+        ).fetchone()
         return int(n)
 
     def other_versions(self) -> dict[str, int]:
@@ -283,6 +471,10 @@ class SQLiteItemStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+class StoreCheckFailed(Exception):
+    """The store on disk is not the one that acknowledged writes, or is damaged (startup only)."""
 
 
 def _now() -> str:

@@ -253,7 +253,8 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         ServiceSettings()  # type: ignore[call-arg]
 
 
-def test_serve_returns_3_when_startup_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_reports_startup_errors_before_uvicorn_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from model.artifact import ArtifactError
     from service.main import serve
 
     monkeypatch.chdir(tmp_path)
@@ -261,7 +262,8 @@ def test_serve_returns_3_when_startup_fails(tmp_path: Path, monkeypatch: pytest.
         # serve() exports its settings for worker processes: set-then-delete so monkeypatch undoes that too
         monkeypatch.setenv(key, "")
         monkeypatch.delenv(key)
-    assert serve(tmp_path / "missing", port=0, store=tmp_path / "s.sqlite3", log_level="critical") == 3
+    with pytest.raises(ArtifactError, match="artifact directory not found"):
+        serve(tmp_path / "missing", port=0, store=tmp_path / "s.sqlite3", log_level="critical")
 
 
 def test_encoding_new_items_does_not_hold_up_ranking(tiny_artifact: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import sys
+import traceback
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -118,7 +119,11 @@ def _serve(artifact: Path, host: str, port: int, workers: int, **overrides: Any)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    overrides = {k: v for k, v in (("store", args.store), ("index", args.index)) if v is not None}
+    overrides: dict[str, Any] = {k: v for k, v in (("store", args.store), ("index", args.index)) if v is not None}
+    if args.allow_open_writes:
+        overrides["allow_open_writes"] = True
+    if args.reset_store:
+        overrides["reset_store"] = True
     return _serve(Path(args.artifact), args.host, args.port, args.workers, **overrides)
 
 
@@ -168,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--workers", type=int, default=1, help="worker processes sharing the cold-item store")
     srv.add_argument("--store", type=Path, default=None, help="cold-item SQLite file (ALPHAFUSE_STORE)")
     srv.add_argument("--index", choices=["flat", "hnsw"], default=None, help="FAISS index (default flat, exact)")
+    srv.add_argument(
+        "--allow-open-writes", action="store_true",
+        help="serve on a non-loopback address without ALPHAFUSE_API_TOKEN (anyone may add and delete items)",
+    )
+    srv.add_argument(
+        "--reset-store", action="store_true",
+        help="start over with an empty store if it fails its startup checks (old files are kept, renamed)",
+    )
     srv.set_defaults(func=cmd_serve)
 
     from service.loadtest import add_loadtest_args
@@ -191,8 +204,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (ValueError, ArtifactError, DownloadError, FileNotFoundError) as e:
-        # one readable line, no traceback: these are the user's inputs, not our bugs
-        print(f"alphafuse: error: {e}", file=sys.stderr)
+        # one readable line, no traceback (unless -v): these are the user's inputs, not our bugs
+        if args.verbose:
+            traceback.print_exc()
+        from service.main import one_line
+
+        print(f"alphafuse: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -1,0 +1,134 @@
+"""`alphafuse serve` startup errors (exit 2, one line, before anything loads) and graceful shutdown."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from training.cli import main as cli_main
+
+
+def _serve(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = cli_main(["serve", *args])
+    return code, capsys.readouterr().err.strip()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_missing_artifact_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, err = _serve(capsys, "--artifact", str(tmp_path / "nope"), "--port", str(_free_port()))
+    assert code == 2 and err == f"alphafuse: error: artifact directory not found: {tmp_path / 'nope'}"
+
+
+def test_a_busy_port_fails_before_the_artifact_is_loaded(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        started = time.perf_counter()
+        # the artifact does not even exist: the port is checked first
+        code, err = _serve(capsys, "--artifact", str(tmp_path / "nope"), "--port", str(port))
+    assert code == 2 and err == f"alphafuse: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert time.perf_counter() - started < 5
+
+
+def test_open_writes_on_a_public_address_are_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, err = _serve(capsys, "--artifact", str(tmp_path), "--host", "0.0.0.0", "--port", str(_free_port()))
+    assert code == 2 and "refusing to serve on 0.0.0.0 with open writes" in err and "\n" not in err
+
+
+def test_store_problems_are_one_line_naming_the_path(
+    capsys: pytest.CaptureFixture[str], tiny_artifact: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "file").write_text("x")
+    store = tmp_path / "file" / "s.sqlite3"
+    code, err = _serve(capsys, "--artifact", str(tiny_artifact), "--store", str(store), "--port", str(_free_port()))
+    assert code == 2 and str(tmp_path / "file") in err and "\n" not in err
+    truncated = tmp_path / "t.sqlite3"
+    truncated.write_bytes(b"")
+    (tmp_path / "t.sqlite3.ack").write_text('{"store_id": "abc", "seq": 3}')
+    code, err = _serve(capsys, "--artifact", str(tiny_artifact), "--store", str(truncated), "--port", str(_free_port()))
+    assert code == 2 and "is missing or empty" in err and err.endswith("start over with --reset-store")
+
+
+def test_verbose_shows_the_traceback(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert cli_main(["-v", "serve", "--artifact", str(tmp_path / "nope"), "--port", str(_free_port())]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().endswith(f"artifact directory not found: {tmp_path / 'nope'}")
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"server not ready: {log.read_text()[-2000:]}")
+
+
+@pytest.mark.slow
+def test_sigterm_lets_the_request_in_flight_finish_and_closes_the_store(tiny_artifact: Path, tmp_path: Path) -> None:
+    port, store = _free_port(), tmp_path / "s.sqlite3"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHAFUSE_")}
+    log = tmp_path / "server.log"
+    cmd = [
+        shutil.which("alphafuse") or str(Path(sys.executable).parent / "alphafuse"), "serve", "--artifact",
+        str(tiny_artifact), "--port", str(port), "--store", str(store),
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, proc, log)
+        # encoding 256 new items takes a while: the request is still in flight when SIGTERM arrives
+        items = [{"item_id": f"new-{n}", "title": f"Wooden toy train set number {n} with tracks"} for n in range(256)]
+        result: dict[str, Any] = {}
+
+        def post() -> None:
+            result["r"] = httpx.post(f"{base}/items", json={"items": items}, timeout=120)
+            result["done"] = time.monotonic()
+
+        poster = threading.Thread(target=post)
+        poster.start()
+        time.sleep(0.3)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        poster.join(timeout=120)
+        # uvicorn finishes the shutdown, then re-raises the signal: exit status "terminated by SIGTERM"
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM), log.read_text()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert result["r"].status_code == 201, result["r"].text
+    assert result["done"] > signalled  # it was in flight when the signal came, and it finished
+    text = log.read_text()
+    assert "Waiting for application shutdown" in text and "Application shutdown complete" in text
+    assert len(result["r"].json()["items"]) == 256
+    assert not Path(str(store) + "-wal").exists()  # closed cleanly: the WAL was checkpointed and removed
+    from model.artifact import load_artifact
+    from service.ranker import artifact_version
+    from service.store import SQLiteItemStore
+
+    again = SQLiteItemStore(store, artifact_version(load_artifact(tiny_artifact), "zeros"))
+    assert again.count() == 256
+    again.close()
