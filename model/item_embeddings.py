@@ -2,31 +2,87 @@
 
 Every variant returns the full table `(N + 1, D)` from `forward()`; row 0 is the padding item and is an
 exact, untrainable zero so padded positions contribute nothing anywhere.
+
+Besides AlphaFuse and its ID / LLMInit / whitened-text comparisons, this file holds the paper's SASRec
+baselines (METHOD.md section 2): MoRec and WhitenRec (`AdapterEmbedding`), UniSRec (`UniSRecEmbedding`),
+RLMRec-Con / -Gen (`RLMRecEmbedding`) and LLM-ESR (`LLMESREmbedding`). Each variant also owns its cold-start
+rule (`fold_in`) and any auxiliary training objective (`aux_loss`), so the service and the trainer never
+branch on variant names.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 IdInit = Literal["zeros", "normal"]
+ColdId = Literal["zeros", "mean"]  # a cold item's ID part: zeros, or the mean of the trained ID rows
+RLMRecMode = Literal["con", "gen"]
+# (embedded histories (B, L, D), real (B, L) bool) -> backbone states (B, L, D); what `aux_loss` may encode with
+Encode = Callable[[Tensor, Tensor], Tensor]
+
+UNISREC_EXPERTS = 8  # UniSRec's n_exps
+UNISREC_INIT_STD = 0.02  # UniSRec / RecBole initializer_range, for its experts and its ID embedding
+# RLMRec's released settings for Amazon (encoder/config/modelconf/lightgcn_plus.yml, lightgcn_gene.yml)
+RLMREC_CON_TEMPERATURE = 0.2  # kd_temperature
+RLMREC_GEN_TEMPERATURE = 0.5  # re_temperature
+RLMREC_MASK_RATIO = 0.15  # mask_ratio: share of the batch's history positions masked for reconstruction
+
+
+class FoldInUnsupported(ValueError):
+    """The variant has no rule that maps a new item's text to its vector (the message says why)."""
 
 
 def _with_padding_row(table: Tensor) -> Tensor:
     return torch.cat([table.new_zeros(1, table.shape[1]), table], dim=0)  # (N + 1, D)
 
 
+def _check_cold_id(cold_id: str) -> None:
+    if cold_id not in ("zeros", "mean"):
+        raise ValueError(f"cold_id must be 'zeros' or 'mean', got {cold_id!r}")
+
+
+def _frozen(language: Tensor) -> Tensor:
+    return language.detach().to(torch.float32).clone()
+
+
 class ItemEmbedding(nn.Module):
-    """Base class: `forward() -> (N + 1, D)` item table, row 0 = padding."""
+    """Base class: `forward() -> (N + 1, D)` item table, row 0 = padding.
+
+    `num_views` > 1 means each row is that many equal blocks that the backbone encodes separately with the
+    same weights and concatenates (LLM-ESR's semantic and collaborative views), so `D = num_views * hidden`.
+    """
 
     num_items: int
     dim: int
+    num_views: int = 1
+    # Why new items cannot be folded in, as a predicate on "this model (item_embedding ...)"; None: they can.
+    fold_in_unavailable: str | None = (
+        "has no language projection: new items cannot be folded in; retrain with item_embedding 'alphafuse'"
+    )
+    # What a folded-in item lacks compared with a trained one, for the service's startup log; None: nothing.
+    fold_in_note: str | None = None
 
     def forward(self) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def fold_in(self, language: Tensor, cold_id: ColdId = "zeros") -> Tensor:
+        """(n, D) input-table rows for new items from their language rows (n, k) = `projection.apply(e)` as
+        float32, computed as `forward()` computes a trained item's row from its own language row."""
+        raise FoldInUnsupported(f"this model {self.fold_in_unavailable}")
+
+    def aux_loss(
+        self, table: Tensor, inputs: Tensor, targets: Tensor, encode: Encode, generator: torch.Generator | None
+    ) -> Tensor | None:
+        """An auxiliary training loss the recommender adds (weighted) to its own; None: there is none.
+
+        `table` is this step's `forward()`, `inputs`/`targets` the (B, L) windows, `encode` the backbone."""
+        return None
 
 
 class AlphaFuseEmbedding(ItemEmbedding):
@@ -58,9 +114,19 @@ class AlphaFuseEmbedding(ItemEmbedding):
             raise ValueError(f"id_init must be 'zeros' or 'normal', got {id_init!r}")
         self.ids = nn.Parameter(ids)  # (N, d_n)
 
+    fold_in_unavailable = None
+
     def forward(self) -> Tensor:
         table = self.language + nn.functional.pad(self.ids, (self.d_s, 0))  # (N, D)
         return _with_padding_row(table)
+
+    def fold_in(self, language: Tensor, cold_id: ColdId = "zeros") -> Tensor:
+        """`x = z + [0_{d_s}, v0]` (METHOD.md section 1), v0 = zeros or the mean trained ID row."""
+        _check_cold_id(cold_id)
+        if cold_id == "mean" and self.d_n > 0:
+            # the same float32 sum as forward(): language + pad(ids)
+            return language + F.pad(self.ids.detach().to(torch.float32).mean(0), (self.d_s, 0))
+        return language
 
 
 class IDEmbedding(ItemEmbedding):
@@ -80,6 +146,9 @@ class IDEmbedding(ItemEmbedding):
 class LLMInitEmbedding(ItemEmbedding):
     """ID table initialised from the whitened PCA of the language embeddings, then fully trainable."""
 
+    fold_in_unavailable = None
+    fold_in_note = "is not alphafuse: cold items get their language coordinates only"
+
     def __init__(self, language: Tensor) -> None:
         super().__init__()
         self.num_items, self.dim = language.shape
@@ -87,3 +156,223 @@ class LLMInitEmbedding(ItemEmbedding):
 
     def forward(self) -> Tensor:
         return _with_padding_row(self.weight)
+
+    def fold_in(self, language: Tensor, cold_id: ColdId = "zeros") -> Tensor:
+        """The whitened-PCA coordinates a trained row started from; nothing stands for what training added."""
+        _check_cold_id(cold_id)
+        return language
+
+
+class AdapterEmbedding(ItemEmbedding):
+    """MoRec / WhitenRec: `x_i = GELU(W l_i + b)`, a trainable adapter over frozen language rows `l_i`.
+
+    MoRec reads the encoder output E itself, WhitenRec E whitened in all d_l directions (no clipping); the
+    difference lives in the stored projection that makes `language` (N, d_l), not here. The language rows
+    are a buffer, never trained: MoRec's best runs fine-tune the text encoder end to end, which this
+    project's frozen-encoder setting (METHOD.md section 2) leaves out.
+    """
+
+    fold_in_unavailable = None
+    language: Tensor
+
+    def __init__(self, language: Tensor, dim: int) -> None:
+        super().__init__()
+        self.num_items, d_l = language.shape
+        self.dim = dim
+        self.register_buffer("language", _frozen(language))  # (N, d_l)
+        self.adapter = nn.Linear(d_l, dim)
+
+    def encode_text(self, language: Tensor) -> Tensor:
+        """(n, d_l) language rows -> (n, D) item vectors."""
+        return F.gelu(self.adapter(language))
+
+    def forward(self) -> Tensor:
+        return _with_padding_row(self.encode_text(self.language))
+
+    def fold_in(self, language: Tensor, cold_id: ColdId = "zeros") -> Tensor:
+        """The adapter of the new text: a cold item gets exactly what a trained one gets (no ID part)."""
+        _check_cold_id(cold_id)
+        return self.encode_text(language)
+
+
+class UniSRecEmbedding(ItemEmbedding):
+    """UniSRec (Hou et al., KDD 2022) fine-tuned in its inductive + transductive form:
+    `x_i = sum_k g_k(e_i) (e_i - b_k) W_k + v_i`, over frozen language embeddings e_i (the encoder output).
+
+    K = 8 parametric-whitening experts (`b_k` (d_l,), `W_k` (d_l, D)), mixed by the softmax gate
+    `g(e) = softmax(e W_g)` (W_g (d_l, K), no bias, zero-initialised as in UniSRec's code: the experts start
+    equally weighted), plus a trainable ID embedding `v_i`. Experts and IDs start from N(0, 0.02^2), UniSRec's
+    own initialisation. What is left out: the pre-training stage on other domains (every weight here is
+    trained on the target data only, from scratch), the noisy gating and the dropout on e that UniSRec applies
+    in training, and its cosine / temperature loss (every variant here trains with the same recipe).
+    A cold item has no ID row: `fold_in` gives it `v = 0`, or the mean trained ID row with cold_id "mean".
+    """
+
+    fold_in_unavailable = None
+    fold_in_note = (
+        "folds cold items in through its MoE adaptor; their ID embedding (UniSRec's transductive part) is "
+        "zeros, or the mean trained ID row with cold_id 'mean'"
+    )
+
+    language: Tensor
+
+    def __init__(
+        self, language: Tensor, dim: int, *, num_experts: int = UNISREC_EXPERTS, id_std: float = UNISREC_INIT_STD
+    ) -> None:
+        super().__init__()
+        self.num_items, d_l = language.shape
+        self.dim, self.num_experts = dim, num_experts
+        self.register_buffer("language", _frozen(language))  # (N, d_l)
+        self.expert_bias = nn.Parameter(torch.zeros(num_experts, d_l))  # b_k
+        self.expert_weight = nn.Parameter(torch.empty(num_experts, d_l, dim))  # W_k
+        nn.init.normal_(self.expert_weight, std=UNISREC_INIT_STD)
+        self.gate = nn.Parameter(torch.zeros(d_l, num_experts))  # W_g
+        self.ids = nn.Parameter(torch.empty(self.num_items, dim))  # v
+        nn.init.normal_(self.ids, std=id_std)
+
+    def encode_text(self, language: Tensor) -> Tensor:
+        """(n, d_l) language rows -> (n, D) the MoE adaptor's vectors, without the ID part."""
+        gates = torch.softmax(language @ self.gate, dim=-1)  # (n, K)
+        # (e - b_k) W_k = e W_k - b_k W_k: never materialises the (n, K, d_l) differences
+        experts = torch.einsum("nd,kdh->nkh", language, self.expert_weight)  # (n, K, D)
+        experts = experts - torch.einsum("kd,kdh->kh", self.expert_bias, self.expert_weight)
+        return (gates.unsqueeze(-1) * experts).sum(dim=1)  # (n, D)
+
+    def forward(self) -> Tensor:
+        return _with_padding_row(self.encode_text(self.language) + self.ids)
+
+    def fold_in(self, language: Tensor, cold_id: ColdId = "zeros") -> Tensor:
+        _check_cold_id(cold_id)
+        x = self.encode_text(language)
+        return x + self.ids.detach().mean(0) if cold_id == "mean" else x
+
+
+class LLMESREmbedding(ItemEmbedding):
+    """LLM-ESR's dual view (Liu et al., NeurIPS 2024): row i is `[sem_i, col_i]` (D = 2 * hidden).
+
+    Semantic view: `sem_i = W e_i + b` over the frozen language embedding e_i (the encoder output). Collaborative
+    view: a trainable ID table `col`, initialised from the whitened PCA of E to `hidden` dimensions (LLM-ESR's
+    dimension-reduced LLM embeddings) when training passes `collaborative`; otherwise N(0, std^2), which is what
+    an artifact's state dict then overwrites. The recommender encodes each view's history with the same
+    SASRec (`num_views = 2`; LLM-ESR shares its encoder too) and concatenates, so a score is
+    `h_sem . sem_i + h_col . col_i`. Left out: the cross-attention between the views and the retrieval-augmented
+    self-distillation from similar users (both in LLM-ESR's released runs), and its two-layer linear adapter
+    (the composition of two linear maps is one linear map; one layer is used). A cold item gets its semantic view
+    from the adapter and a zero collaborative view (the mean trained row with cold_id "mean").
+    """
+
+    num_views = 2
+    fold_in_unavailable = None
+    fold_in_note = (
+        "folds cold items in through its semantic view; their collaborative view is zeros, or the mean "
+        "trained row with cold_id 'mean'"
+    )
+
+    language: Tensor
+
+    def __init__(self, language: Tensor, dim: int, collaborative: Tensor | None = None, *, std: float = 1.0) -> None:
+        super().__init__()
+        self.num_items, d_l = language.shape
+        self.view_dim = dim
+        self.dim = 2 * dim
+        self.register_buffer("language", _frozen(language))  # (N, d_l)
+        self.adapter = nn.Linear(d_l, dim)
+        if collaborative is None:
+            ids = torch.empty(self.num_items, dim)
+            nn.init.normal_(ids, std=std)
+        else:
+            if collaborative.shape != (self.num_items, dim):
+                raise ValueError(
+                    f"collaborative init has shape {tuple(collaborative.shape)}, expected ({self.num_items}, {dim})"
+                )
+            ids = _frozen(collaborative)
+        self.ids = nn.Parameter(ids)  # (N, hidden) the collaborative view
+
+    def forward(self) -> Tensor:
+        return _with_padding_row(torch.cat([self.adapter(self.language), self.ids], dim=1))  # (N + 1, 2 hidden)
+
+    def fold_in(self, language: Tensor, cold_id: ColdId = "zeros") -> Tensor:
+        _check_cold_id(cold_id)
+        sem = self.adapter(language)  # (n, hidden)
+        col = self.ids.detach().mean(0).expand_as(sem) if cold_id == "mean" else sem.new_zeros(sem.shape)
+        return torch.cat([sem, col], dim=1)
+
+
+def _info_nce(anchors: Tensor, positives: Tensor, temperature: float, same: Tensor | None = None) -> Tensor:
+    """RLMRec's contrastive term: cosine logits of each anchor against every positive, / temperature, with its
+    own positive (the diagonal) as the target. `same` (M, M) marks off-diagonal pairs that are the same item,
+    which must not count as negatives."""
+    logits = F.normalize(anchors, dim=-1) @ F.normalize(positives, dim=-1).T / temperature  # (M, M)
+    if same is not None:
+        logits = logits.masked_fill(same, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+
+
+class RLMRecEmbedding(IDEmbedding):
+    """RLMRec (Ren et al., WWW 2024) on SASRec: a plain ID table, plus an alignment of it with the frozen
+    language embeddings E (the encoder output) as an auxiliary loss; the item vectors are the ID rows only.
+
+    - "con" (RLMRec-Con): InfoNCE between each batch item's ID row and `sigma_down(e_i)`, an MLP taking its
+      language embedding to the ID width (d_l -> (d_l + D) / 2 -> LeakyReLU -> D, as RLMRec's code), the
+      other items of the batch as negatives, temperature 0.2.
+    - "gen" (RLMRec-Gen): 15% of the batch's history positions are replaced by a learned mask token, the
+      histories are re-encoded by the backbone, and `sigma_up(h_j)` (D -> (d_l + D) / 2 -> d_l) of each masked
+      position's state must pick out that item's language embedding among the other masked ones (RLMRec's
+      reconstruction InfoNCE, temperature 0.5).
+
+    Adapted to a sequential model: RLMRec aligns the representations a graph encoder gives users and items;
+    here there is no user text, so only items are aligned (Con) and a masked item is reconstructed from its
+    history, which is what the causal encoder sees of its context (Gen). RLMRec-Gen also feeds the masked graph
+    to its recommendation loss; here the recommendation loss is the plain one and the masked pass is separate.
+    Temperatures and mask ratio are RLMRec's released values for Amazon. The text never reaches a served item
+    vector, so nothing maps a new item's text to one: `fold_in` is unavailable.
+    """
+
+    fold_in_unavailable = (
+        "cannot fold in new items: its item vectors are ID rows only; the text shaped them during training "
+        "through the alignment loss, but nothing maps a new item's text to an ID row. Serve a text-based "
+        "variant (alphafuse, llminit, whitened-text, morec, whitenrec, unisrec, llmesr) to add cold items"
+    )
+
+    language: Tensor
+
+    def __init__(self, language: Tensor, dim: int, mode: RLMRecMode, std: float | None = None) -> None:
+        num_items, d_l = language.shape
+        super().__init__(num_items, dim, std=std)
+        if mode not in ("con", "gen"):
+            raise ValueError(f"RLMRec mode must be 'con' or 'gen', got {mode!r}")
+        self.mode: RLMRecMode = mode
+        # training-only: not saved, so an artifact holds just what serving needs
+        self.register_buffer("language", _frozen(language), persistent=False)  # (N, d_l)
+        mid = (d_l + dim) // 2
+        if mode == "con":
+            self.mlp = nn.Sequential(nn.Linear(d_l, mid), nn.LeakyReLU(), nn.Linear(mid, dim))  # sigma_down
+        else:
+            self.mlp = nn.Sequential(nn.Linear(dim, mid), nn.LeakyReLU(), nn.Linear(mid, d_l))  # sigma_up
+            self.mask_token = nn.Parameter(torch.zeros(dim))  # RLMRec's NodeMask starts it at zero
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)  # as RLMRec's _init_weight
+
+    def aux_loss(
+        self, table: Tensor, inputs: Tensor, targets: Tensor, encode: Encode, generator: torch.Generator | None
+    ) -> Tensor | None:
+        if self.mode == "con":
+            items = torch.unique(torch.cat([inputs[inputs > 0], targets[targets > 0]]))  # (U,) 1-based
+            return _info_nce(F.embedding(items, table), self.mlp(self.language[items - 1]), RLMREC_CON_TEMPERATURE)
+        real = inputs > 0
+        positions = real.flatten().nonzero().squeeze(1)  # (R,) flat indices of real history positions
+        if len(positions) == 0:
+            return None
+        k = max(1, int(len(positions) * RLMREC_MASK_RATIO))  # at least one, as RLMRec's NodeMask
+        draw = generator.device if generator is not None else positions.device
+        chosen = positions[torch.randperm(len(positions), generator=generator, device=draw)[:k].to(positions.device)]
+        masked = torch.zeros(real.numel(), dtype=torch.bool, device=real.device)
+        masked[chosen] = True
+        masked = masked.view_as(real)  # (B, L)
+        seq = F.embedding(inputs, table)  # (B, L, D)
+        seq = torch.where(masked.unsqueeze(-1), self.mask_token.expand_as(seq), seq)
+        hidden = encode(seq, real)  # (B, L, D)
+        items = inputs[masked]  # (k,)
+        same = (items[:, None] == items[None, :]) & ~torch.eye(k, dtype=torch.bool, device=items.device)
+        return _info_nce(self.mlp(hidden[masked]), self.language[items - 1], RLMREC_GEN_TEMPERATURE, same)

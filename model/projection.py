@@ -107,6 +107,8 @@ class Projection:
     `basis` holds the kept eigenvectors as columns (d_l, k) with `k = d_s + d_n`; `eigenvalues` are
     theirs; `factor` is the per-direction whitening (ones if standardisation is off). The language part
     of the null-space coordinates is kept (it is small, not zero); IDs are added on top of it.
+    `identity_projection` is the degenerate case `Z = E` (identity basis; `eigenvalues` then hold the
+    variance along each axis, for the record), for the baselines that read the encoder output as it is.
 
     `language_scale` sets the size of the frozen coordinates relative to the trainable ID rows that are
     added to them. Whitening leaves every direction with unit variance (rows of norm ~sqrt(k)), while
@@ -153,6 +155,22 @@ class Projection:
         if e.ndim != 2 or e.shape[1] != self.input_dim:
             raise ValueError(f"expected embeddings of shape (n, {self.input_dim}), got {e.shape}")
         return ((self.scale * e - self.mean) @ self.basis) * (self.factor * self.language_scale)
+
+
+def identity_projection(emb: np.ndarray) -> Projection:
+    """`Z = E`: mean 0, identity basis, no whitening, scale 1 (every d_l direction kept, d_n = 0).
+
+    The baselines that feed the raw encoder output to a trained adapter (MoRec, UniSRec, LLM-ESR's semantic
+    view) store this, so the service folds new items in through the same file and code as AlphaFuse's, and
+    `apply` returns the float64 embeddings unchanged (x @ I is exact). `emb` (N, d_l) only supplies the width
+    and the per-axis variances kept as `eigenvalues`.
+    """
+    _, cov = weighted_mean_cov(emb)
+    d_l = cov.shape[0]
+    return Projection(
+        mean=np.zeros(d_l), basis=np.eye(d_l), eigenvalues=np.diag(cov).copy(), factor=np.ones(d_l), d_s=d_l, d_n=0,
+        scale=1.0, language_scale=1.0,
+    )
 
 
 def fit_projection(

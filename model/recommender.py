@@ -16,18 +16,37 @@ from torch.nn import functional as F
 
 from model.base import Recommender
 from model.dreamrec import DreamRec, DreamRecConfig
-from model.item_embeddings import AlphaFuseEmbedding, IDEmbedding, IdInit, ItemEmbedding, LLMInitEmbedding
+from model.item_embeddings import (
+    UNISREC_INIT_STD,
+    AdapterEmbedding,
+    AlphaFuseEmbedding,
+    IDEmbedding,
+    IdInit,
+    ItemEmbedding,
+    LLMESREmbedding,
+    LLMInitEmbedding,
+    RLMRecEmbedding,
+    UniSRecEmbedding,
+)
 from model.sasrec import SASRec, SASRecConfig
 
 __all__ = ["Recommender", "RecommenderConfig", "SequentialRecommender", "build_recommender"]
 
-ItemEmbeddingKind = Literal["alphafuse", "id", "llminit", "whitened-text"]
+ItemEmbeddingKind = Literal[
+    "alphafuse", "id", "llminit", "whitened-text", "morec", "whitenrec", "unisrec", "rlmrec-con", "rlmrec-gen",
+    "llmesr",
+]
 Backbone = Literal["sasrec", "dreamrec"]
 LossKind = Literal["ce", "sampled-softmax", "infonce", "bce"]
 Similarity = Literal["dot", "cosine"]
 ITEM_EMBEDDINGS: tuple[str, ...] = get_args(ItemEmbeddingKind)
 BACKBONES: tuple[str, ...] = get_args(Backbone)
 LOSSES: tuple[str, ...] = get_args(LossKind)
+# Variants whose item rows are the projection's coordinates Z themselves (plus IDs): their width is Z's.
+LANGUAGE_TABLE_VARIANTS: tuple[str, ...] = ("alphafuse", "llminit", "whitened-text")
+# The paper's other SASRec baselines: text passes through trained modules (or only shapes training), their
+# width is hidden_dim whatever the language input's, and they are defined for the SASRec backbone only.
+SASREC_BASELINES: tuple[str, ...] = ("morec", "whitenrec", "unisrec", "rlmrec-con", "rlmrec-gen", "llmesr")
 
 
 @dataclass(frozen=True)
@@ -46,6 +65,10 @@ class RecommenderConfig:
     # Init std of trainable ID rows; 0 = by backbone (see `id_init_std`).
     id_std: float = 0.0
     d_n: int = 64  # AlphaFuse null-space width hosting IDs
+    # Width of the language rows the item embedding reads (Z, or E for the adapter baselines); 0 = none, or
+    # the item width (artifacts from before the field, whose language rows were always as wide as the items).
+    language_dim: int = 0
+    align_weight: float = 0.1  # rlmrec-*: weight of the alignment loss added to the recommendation loss
 
     def __post_init__(self) -> None:
         if self.item_embedding not in ITEM_EMBEDDINGS:
@@ -62,6 +85,12 @@ class RecommenderConfig:
             raise ValueError(f"id_std must be a finite number >= 0 (0 = by backbone), got {self.id_std!r}")
         if self.backbone == "dreamrec" and self.similarity != "dot":
             raise ValueError(f"dreamrec ranks by inner product: similarity must be 'dot', got {self.similarity!r}")
+        if self.backbone != "sasrec" and self.item_embedding in SASREC_BASELINES:
+            raise ValueError(f"item_embedding {self.item_embedding!r} is a SASRec baseline: backbone must be 'sasrec'")
+        if self.language_dim < 0:
+            raise ValueError(f"language_dim must be >= 0, got {self.language_dim!r}")
+        if not (math.isfinite(self.align_weight) and self.align_weight >= 0.0):
+            raise ValueError(f"align_weight must be a finite number >= 0, got {self.align_weight!r}")
 
     def id_init_std(self, item_embedding: str) -> float:
         """The std that trainable ID rows start from.
@@ -73,10 +102,16 @@ class RecommenderConfig:
         only slows that shrinkage; nothing in the plain objective stops it (benchmarks/RESULTS.md).
         AlphaFuse's optional normal init is the method's N(0, 1) at language scale 1; training passes the
         projection's language scale as `id_std` (TrainConfig.recommender_config), keeping IDs at Z's scale.
+
+        The SASRec baselines' ID tables start as `id`'s does (RLMRec's table is `id`'s; LLM-ESR's collaborative
+        view only when no PCA init is given), except UniSRec's ID embedding, which keeps UniSRec's own 0.02,
+        the scale of its experts' initial output it is added to.
         """
         if self.id_std > 0.0:
             return self.id_std
-        if item_embedding == "id" and self.backbone == "sasrec":
+        if item_embedding == "unisrec":
+            return UNISREC_INIT_STD
+        if item_embedding in ("id", "rlmrec-con", "rlmrec-gen", "llmesr") and self.backbone == "sasrec":
             return 1.0 / math.sqrt(self.sasrec.hidden_dim)
         return 1.0
 
@@ -98,12 +133,19 @@ class RecommenderConfig:
 
 
 class SequentialRecommender(Recommender):
-    """SASRec: the user vector is the causal transformer's state at the last real history item."""
+    """SASRec: the user vector is the causal transformer's state at the last real history item.
+
+    An item table of `V = items.num_views` views (LLM-ESR: 2) has rows of V * hidden_dim: each view's
+    history goes through the same transformer and the states are concatenated, so user and item vectors are
+    V * hidden_dim wide and a score is the sum of the views' inner products.
+    """
 
     def __init__(self, cfg: RecommenderConfig, items: ItemEmbedding) -> None:
         super().__init__()
-        if items.dim != cfg.sasrec.hidden_dim:
-            raise ValueError(f"item dim {items.dim} != backbone hidden_dim {cfg.sasrec.hidden_dim}")
+        if items.dim != items.num_views * cfg.sasrec.hidden_dim:
+            raise ValueError(
+                f"item dim {items.dim} != {items.num_views} view(s) x backbone hidden_dim {cfg.sasrec.hidden_dim}"
+            )
         self.cfg = cfg
         self.items = items
         self.backbone = SASRec(cfg.sasrec)
@@ -117,9 +159,29 @@ class SequentialRecommender(Recommender):
         w = counts.to(torch.float64) + 1.0
         self.sampling_probs = (w / w.sum()).to(torch.float32)
 
+    def _split_views(self, seq: Tensor) -> Tensor:
+        """(B, L, V D) -> (V B, L, D): the views stacked along the batch, view 0 first."""
+        b, length, _ = seq.shape
+        v = self.items.num_views
+        return seq.reshape(b, length, v, -1).permute(2, 0, 1, 3).reshape(v * b, length, -1)
+
+    def _hidden(self, seq: Tensor, real: Tensor) -> Tensor:
+        """Backbone states (B, L, V D) of embedded histories (B, L, V D), each view encoded by the same weights."""
+        v = self.items.num_views
+        if v == 1:
+            return self.backbone(seq, real)
+        b, length, _ = seq.shape
+        hidden = self.backbone(self._split_views(seq), real.repeat(v, 1))  # (V B, L, D)
+        return hidden.reshape(v, b, length, -1).permute(1, 2, 0, 3).reshape(b, length, -1)
+
     def _states(self, histories: Tensor, table: Tensor) -> Tensor:
         histories = histories[:, -self.cfg.sasrec.max_len :]
-        return self.backbone.last_state(F.embedding(histories, table), histories > 0)
+        seq, real = F.embedding(histories, table), histories > 0
+        v = self.items.num_views
+        if v == 1:
+            return self.backbone.last_state(seq, real)
+        states = self.backbone.last_state(self._split_views(seq), real.repeat(v, 1))  # (V B, D)
+        return states.reshape(v, len(histories), -1).permute(1, 0, 2).reshape(len(histories), -1)  # (B, V D)
 
     def _normalise(self, x: Tensor) -> Tensor:
         return F.normalize(x, dim=-1) if self.cfg.similarity == "cosine" else x
@@ -133,12 +195,20 @@ class SequentialRecommender(Recommender):
         return self._normalise(self._states(histories, table))
 
     def loss(self, inputs: Tensor, targets: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Next-item loss at every position with a target (> 0). inputs/targets: (B, L)."""
+        """Next-item loss at every position with a target (> 0), plus the item embedding's auxiliary loss
+        (RLMRec's alignment) times `align_weight` when it has one. inputs/targets: (B, L)."""
         table = self.items()  # (N + 1, D)
         inputs = inputs[:, -self.cfg.sasrec.max_len :]
         targets = targets[:, -self.cfg.sasrec.max_len :]
+        loss = self._next_item_loss(table, inputs, targets, generator)
+        aux = self.items.aux_loss(table, inputs, targets, self._hidden, generator)
+        return loss if aux is None else loss + self.cfg.align_weight * aux
+
+    def _next_item_loss(
+        self, table: Tensor, inputs: Tensor, targets: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
         # F.embedding, not table[idx]: its CPU backward is several times faster than index_put
-        hidden = self.backbone(F.embedding(inputs, table), inputs > 0)  # (B, L, D)
+        hidden = self._hidden(F.embedding(inputs, table), inputs > 0)  # (B, L, D)
         keep = targets > 0
         h = hidden[keep]  # (M, D)
         t = targets[keep]  # (M,)
@@ -193,14 +263,30 @@ def _sample_negatives(targets: Tensor, num_items: int, k: int, generator: torch.
     return r + (r >= targets[:, None]).long()
 
 
-def build_item_embedding(cfg: RecommenderConfig, num_items: int, language: Tensor | None) -> ItemEmbedding:
-    """Construct the item-embedding variant; `language` is Z (N, D) for the variants that use text."""
-    if cfg.item_embedding == "id":
-        return IDEmbedding(num_items, cfg.sasrec.hidden_dim, std=cfg.id_init_std("id"))
+def build_item_embedding(
+    cfg: RecommenderConfig, num_items: int, language: Tensor | None, collaborative: Tensor | None = None
+) -> ItemEmbedding:
+    """Construct the item-embedding variant. `language` is the projection's output for the variants that use
+    text: Z (N, hidden) for alphafuse / llminit / whitened-text, the encoder output E (N, d_l) for morec,
+    unisrec, llmesr and rlmrec-*, whitened E (N, d_l) for whitenrec. `collaborative` (N, hidden) initialises
+    llmesr's collaborative view (training passes the whitened PCA of E; None when loading an artifact)."""
+    kind, hidden = cfg.item_embedding, cfg.sasrec.hidden_dim
+    if collaborative is not None and kind != "llmesr":
+        raise ValueError(f"a collaborative-view init is for item_embedding 'llmesr', not {kind!r}")
+    if kind == "id":
+        return IDEmbedding(num_items, hidden, std=cfg.id_init_std("id"))
     if language is None:
         raise ValueError(f"item_embedding {cfg.item_embedding!r} needs language coordinates")
     if language.shape[0] != num_items:
         raise ValueError(f"language has {language.shape[0]} rows for {num_items} items")
+    if kind in ("morec", "whitenrec"):
+        return AdapterEmbedding(language, hidden)
+    if kind == "unisrec":
+        return UniSRecEmbedding(language, hidden, id_std=cfg.id_init_std(kind))
+    if kind in ("rlmrec-con", "rlmrec-gen"):
+        return RLMRecEmbedding(language, hidden, "con" if kind == "rlmrec-con" else "gen", std=cfg.id_init_std(kind))
+    if kind == "llmesr":
+        return LLMESREmbedding(language, hidden, collaborative, std=cfg.id_init_std(kind))
     if cfg.item_embedding == "alphafuse":
         return AlphaFuseEmbedding(
             language, cfg.d_n, freeze_language=cfg.freeze_language, id_init=cfg.id_init,
@@ -214,8 +300,10 @@ def build_item_embedding(cfg: RecommenderConfig, num_items: int, language: Tenso
     raise ValueError(f"unknown item_embedding {cfg.item_embedding!r}")
 
 
-def build_recommender(cfg: RecommenderConfig, num_items: int, language: Tensor | None) -> Recommender:
-    items = build_item_embedding(cfg, num_items, language)
+def build_recommender(
+    cfg: RecommenderConfig, num_items: int, language: Tensor | None, collaborative: Tensor | None = None
+) -> Recommender:
+    items = build_item_embedding(cfg, num_items, language, collaborative)
     if cfg.backbone == "sasrec":
         return SequentialRecommender(cfg, items)
     elif cfg.backbone == "dreamrec":

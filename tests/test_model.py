@@ -146,7 +146,7 @@ def test_negatives_never_hit_the_target() -> None:
 def test_id_embedding_variant_and_config_validation() -> None:
     assert IDEmbedding(4, 8)().shape == (5, 8)
     with pytest.raises(ValueError, match="item_embedding"):
-        RecommenderConfig(item_embedding="morec")  # type: ignore[arg-type]
+        RecommenderConfig(item_embedding="no-such-variant")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="needs language"):
         build_recommender(tiny_cfg(), 3, None)
     with pytest.raises(ValueError, match="num_heads"):
