@@ -3,7 +3,8 @@
 Layout (all names fixed; checksums in the manifest):
     manifest.json            format version, configs, dataset/split, encoder identity, projection dims
     model.safetensors        recommender state (backbone, ID table, frozen language coordinates)
-    projection.safetensors   mean, basis, eigenvalues, whitening factor (float64), when text is used
+    projection.safetensors   mean, basis, eigenvalues, whitening factor (float64), when new items can be
+                             folded in from text (every text variant but rlmrec-*, whose text trains only)
     item_table.npy           (N, D) float32 vectors ranked by inner product (what FAISS indexes)
     item_ids.json            item id of each row, in index order
     items.jsonl              the text record of each item, same order
@@ -175,9 +176,15 @@ def load_artifact(path: Path, *, verify_checksums: bool = True) -> Artifact:
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactError(f"{path / MANIFEST}: bad recommender config: {e}") from e
     n, dim = int(manifest["num_items"]), int(manifest["dim"])
+    # language rows as wide as the item rows in artifacts from before `language_dim` (all were)
+    language_dim = cfg.language_dim or dim
     state = load_torch(str(path / MODEL_FILE))
-    language = None if cfg.item_embedding == "id" else torch.zeros(n, dim)
-    model = build_recommender(cfg, n, language)
+    # placeholders of the right shapes: the state dict holds the values (rlmrec's training-only text excepted)
+    language = None if cfg.item_embedding == "id" else torch.zeros(n, language_dim)
+    try:
+        model = build_recommender(cfg, n, language)
+    except ValueError as e:
+        raise ArtifactError(f"{path / MANIFEST}: cannot build its model: {e}") from e
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -212,8 +219,8 @@ def load_artifact(path: Path, *, verify_checksums: bool = True) -> Artifact:
             )
         except (KeyError, ValueError) as e:
             raise ArtifactError(f"{path / PROJECTION_FILE}: {e}") from e
-        if projection.output_dim != dim:
-            raise ArtifactError(f"projection output dim {projection.output_dim} != model dim {dim}")
+        if projection.output_dim != language_dim:
+            raise ArtifactError(f"projection output dim {projection.output_dim} != model language dim {language_dim}")
     return Artifact(
         path=path, manifest=manifest, model=model, projection=projection, item_ids=item_ids,
         item_records=records, item_table=table,

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 
 from model.dreamrec import DreamRecConfig
-from model.recommender import BACKBONES, ITEM_EMBEDDINGS, LOSSES, RecommenderConfig
+from model.recommender import BACKBONES, ITEM_EMBEDDINGS, LOSSES, SASREC_BASELINES, ItemEmbeddingKind, RecommenderConfig
 from model.sasrec import SASRecConfig
 
 PROTOCOLS: tuple[str, ...] = ("loo", "cold-users")
@@ -32,7 +32,7 @@ class TrainConfig:
     seed: int = 0  # seeds the split, initialisation, shuffling, negatives and dreamrec's starting noise
     k_core: int = 0  # drop users/items with fewer interactions (0 = keep all)
     backbone: Literal["sasrec", "dreamrec"] = "sasrec"  # sasrec (discriminative) or dreamrec (diffusion)
-    item_embedding: Literal["alphafuse", "id", "llminit", "whitened-text"] = "alphafuse"  # item-embedding variant
+    item_embedding: ItemEmbeddingKind = "alphafuse"  # item-embedding variant (the baselines: sasrec only)
     encoder: str = "minilm"  # text encoder spec: minilm | st:DIR | openai:MODEL | npy:EMB.npy:IDS.json
     cache_dir: str = ".cache/embeddings"  # on-disk language-embedding cache ("" disables)
     hidden_dim: int = 128  # d_s + d_n (sasrec); id/llminit width (both backbones)
@@ -74,6 +74,7 @@ class TrainConfig:
     eval_batch_size: int = 1024  # histories per evaluation batch
     mask_history: bool = False  # evaluation: history items do not compete (paper: off)
     threads: int = 0  # torch intra-op threads (0 = torch default)
+    align_weight: float = 0.1  # rlmrec-con/-gen: weight of the text-alignment loss added to the recommendation loss
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -90,6 +91,10 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay}")
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.backbone != "sasrec" and self.item_embedding in SASREC_BASELINES:
+            raise ValueError(f"item_embedding {self.item_embedding!r} is a SASRec baseline: backbone must be 'sasrec'")
+        if not (math.isfinite(self.align_weight) and self.align_weight >= 0):
+            raise ValueError(f"align_weight must be a number >= 0, got {self.align_weight}")
         if self.backbone == "dreamrec":
             self.dreamrec_config()  # validates the diffusion flags
             if not 0 <= self.eval_sampling_steps <= self.diffusion_steps:
@@ -163,12 +168,13 @@ class TrainConfig:
         return "ce" if num_items <= self.full_softmax_max_items else "sampled-softmax"
 
     def recommender_config(
-        self, hidden_dim: int, d_n: int | None, *, num_items: int, language_scale: float = 1.0
+        self, hidden_dim: int, d_n: int | None, *, num_items: int, language_scale: float = 1.0, language_dim: int = 0
     ) -> RecommenderConfig:
-        """The model config; `hidden_dim` and `d_n` come from the projection when there is one (d_l when
-        clipping is off; d_n picked by the eigenvalue threshold for dreamrec). `num_items` resolves loss auto;
-        `language_scale` (the projection's) sets the std of AlphaFuse's optional normal ID init, so N(0, a^2)
-        IDs stay at the scale of the language coordinates they are added to, as N(0, 1) did at a = 1."""
+        """The model config; `hidden_dim` and `d_n` come from the projection when the item rows are its output
+        (d_l when clipping is off; d_n picked by the eigenvalue threshold for dreamrec). `num_items` resolves
+        loss auto; `language_scale` (the projection's) sets the std of AlphaFuse's optional normal ID init, so
+        N(0, a^2) IDs stay at the scale of the language coordinates they are added to, as N(0, 1) did at a = 1;
+        `language_dim` is the width of the language rows the model reads (0 = none)."""
         dreamrec = self.backbone == "dreamrec"
         id_std = self.id_std
         if id_std == 0.0 and self.item_embedding == "alphafuse":
@@ -190,6 +196,8 @@ class TrainConfig:
             id_init=self.id_init,
             id_std=id_std,
             d_n=self.d_n if d_n is None else d_n,
+            language_dim=language_dim,
+            align_weight=self.align_weight,
         )
 
     def to_dict(self) -> dict[str, Any]:

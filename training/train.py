@@ -19,8 +19,8 @@ import torch
 from model.artifact import save_artifact
 from model.base import Recommender
 from model.dreamrec import DreamRec
-from model.projection import Projection, fit_projection
-from model.recommender import SequentialRecommender, build_recommender
+from model.projection import Projection, fit_projection, identity_projection
+from model.recommender import LANGUAGE_TABLE_VARIANTS, SASREC_BASELINES, SequentialRecommender, build_recommender
 from training.config import TrainConfig
 from training.data import Dataset, k_core, load_dataset
 from training.encoders import TEXT_TEMPLATE_VERSION, embed_items, encoder_from_spec
@@ -42,9 +42,10 @@ class Prepared:
     item_ids: list[str]
     index: dict[str, int]  # item id -> 1-based row
     projection: Projection | None
-    language: np.ndarray | None  # (N, k) Z, float32
+    language: np.ndarray | None  # (N, k) the projection's output (Z, or E for the adapter baselines), float32
     encoder_identity: dict[str, Any] | None
     popularity: np.ndarray  # (N,) training interaction counts
+    collaborative: np.ndarray | None = None  # (N, hidden) llmesr's collaborative-view init, float32
 
 
 def prepare(cfg: TrainConfig, exclude_items: Set[str] = frozenset()) -> Prepared:
@@ -65,7 +66,7 @@ def prepare(cfg: TrainConfig, exclude_items: Set[str] = frozenset()) -> Prepared
     for seq in split.train.values():
         for item in seq:
             popularity[index[item] - 1] += 1
-    projection = language = identity = None
+    projection = language = identity = collaborative = None
     if cfg.item_embedding != "id":
         encoder = encoder_from_spec(cfg.encoder)
         identity = dict(encoder.identity)
@@ -78,7 +79,21 @@ def prepare(cfg: TrainConfig, exclude_items: Set[str] = frozenset()) -> Prepared
             projection.input_dim, projection.output_dim, projection.d_s, projection.d_n,
             projection.eigenvalues[0], projection.eigenvalues[-1],
         )
-    return Prepared(ds, split, item_ids, index, projection, language, identity, popularity)
+        if cfg.item_embedding == "llmesr":
+            # LLM-ESR starts its ID view from dimension-reduced LLM embeddings: LLMInit's whitened PCA. Only an
+            # init, so fold-in never needs it and the artifact does not store it.
+            collaborative = whitened_pca(cfg, emb, weights).apply(emb).astype(np.float32)
+    return Prepared(ds, split, item_ids, index, projection, language, identity, popularity, collaborative)
+
+
+def whitened_pca(cfg: TrainConfig, emb: np.ndarray, weights: np.ndarray | None) -> Projection:
+    """The top hidden_dim directions of E, whitened, at the language scale: the rows llminit starts from (with
+    clipping on), used to start llmesr's collaborative view."""
+    projection = fit_projection(
+        emb, hidden_dim=cfg.hidden_dim, d_n=0, weights=weights, scale=cfg.scale, standardise=cfg.standardise,
+        clip=True, floor=cfg.eig_floor,
+    )
+    return dataclasses.replace(projection, language_scale=cfg.language_scale_for(projection.output_dim))
 
 
 def fit_item_projection(cfg: TrainConfig, emb: np.ndarray, weights: np.ndarray | None) -> Projection:
@@ -88,13 +103,22 @@ def fit_item_projection(cfg: TrainConfig, emb: np.ndarray, weights: np.ndarray |
     width as the other variants). dreamrec + alphafuse: every direction (no clipping),
     null space = eigenvalues <= threshold (or the last d_n directions when threshold < 0). Otherwise the
     SASRec rule: the top hidden_dim directions, the last d_n of them host the IDs.
+
+    The baselines read E itself (morec, unisrec, llmesr's semantic view, rlmrec's alignment target: the
+    identity projection, so scale, weighting and language_scale do not apply), or E whitened in all d_l
+    directions (whitenrec: no clipping, d_n = 0, at the usual language scale 1/sqrt(d_l), which gives rows
+    the unit norm of the encoder's own).
     """
     d_l = int(emb.shape[1])
+    if cfg.item_embedding in ("morec", "unisrec", "llmesr", "rlmrec-con", "rlmrec-gen"):
+        return identity_projection(emb)
     hidden_dim: int | None = cfg.hidden_dim
     d_n: int | None = cfg.d_n
     threshold: float | None = None
     clip = cfg.clip
-    if cfg.item_embedding == "whitened-text":
+    if cfg.item_embedding == "whitenrec":
+        hidden_dim, d_n, clip = d_l, 0, True
+    elif cfg.item_embedding == "whitened-text":
         # SASRec: the top hidden_dim directions, the width every other variant has (AlphaFuse with d_n = 0);
         # DreamRec (iDreamRec): every direction, like its AlphaFuse
         hidden_dim, d_n = (d_l, 0) if cfg.backbone == "dreamrec" else (cfg.hidden_dim, 0)
@@ -124,7 +148,7 @@ def null_space_record(cfg: TrainConfig, projection: Projection | None) -> dict[s
         return None
     if cfg.backbone == "dreamrec" and cfg.item_embedding == "alphafuse" and cfg.threshold >= 0:
         rule: dict[str, Any] = {"rule": "threshold", "threshold": cfg.threshold}
-    elif cfg.item_embedding == "whitened-text":
+    elif cfg.item_embedding == "whitened-text" or cfg.item_embedding in SASREC_BASELINES:
         rule = {"rule": "none"}
     else:
         rule = {"rule": "dimension"}
@@ -186,6 +210,7 @@ class TrainResult:
     history: list[dict[str, float]]
     best_epoch: int
     seconds: float
+    trainable_parameters: int = 0
 
 
 def fit(cfg: TrainConfig, prep: Prepared) -> TrainResult:
@@ -193,18 +218,21 @@ def fit(cfg: TrainConfig, prep: Prepared) -> TrainResult:
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     n = len(prep.item_ids)
-    if prep.projection is not None:
+    if prep.projection is not None and cfg.item_embedding in LANGUAGE_TABLE_VARIANTS:
         hidden, d_n = prep.projection.output_dim, prep.projection.d_n
     else:
         hidden, d_n = cfg.hidden_dim, cfg.d_n
     language = torch.from_numpy(prep.language) if prep.language is not None else None
+    collaborative = torch.from_numpy(prep.collaborative) if prep.collaborative is not None else None
     model = build_recommender(cfg.recommender_config(
-        hidden, d_n, num_items=n, language_scale=prep.projection.language_scale if prep.projection else 1.0
-    ), n, language)
+        hidden, d_n, num_items=n, language_scale=prep.projection.language_scale if prep.projection else 1.0,
+        language_dim=0 if prep.language is None else int(prep.language.shape[1]),
+    ), n, language, collaborative)
     if isinstance(model, SequentialRecommender):
         model.set_item_popularity(torch.from_numpy(prep.popularity))
     trainable = [p for p in model.parameters() if p.requires_grad]
-    log.info("model: %d trainable parameters, loss %s", sum(p.numel() for p in trainable), model.cfg.loss)
+    num_trainable = sum(p.numel() for p in trainable)
+    log.info("model: %d trainable parameters, loss %s", num_trainable, model.cfg.loss)
     opt = torch.optim.AdamW(trainable, lr=cfg.learning_rate(), weight_decay=cfg.weight_decay)
 
     sequences = [[prep.index[i] for i in seq] for seq in prep.split.train.values()]
@@ -270,7 +298,7 @@ def fit(cfg: TrainConfig, prep: Prepared) -> TrainResult:
         )
         for split, cases in (("valid", prep.split.valid), ("test", prep.split.test))
     }
-    return TrainResult(model, prep, metrics, history, best_epoch, seconds)
+    return TrainResult(model, prep, metrics, history, best_epoch, seconds, num_trainable)
 
 
 def run_training(cfg: TrainConfig) -> TrainResult:
@@ -280,6 +308,8 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     prep = prepare(cfg)
     result = fit(cfg, prep)
     out = Path(cfg.out)
+    # the artifact keeps a projection only where it is what folds new items in (rlmrec's text trained only)
+    projection = prep.projection if result.model.items.fold_in_unavailable is None else None
     backbone = "" if cfg.backbone == "sasrec" else f"{cfg.backbone}-"
     version = f"{prep.dataset.name}-{backbone}{cfg.item_embedding}-{cfg.protocol}-s{cfg.seed}"
     manifest_extra = {
@@ -295,16 +325,17 @@ def run_training(cfg: TrainConfig) -> TrainResult:
             "identity": prep.encoder_identity, "dim": int(prep.encoder_identity.get("dim", 0)),
             "text_template_version": TEXT_TEMPLATE_VERSION,
         },
-        "null_space": null_space_record(cfg, prep.projection),
+        "null_space": null_space_record(cfg, projection),
         "training": {
             "best_epoch": result.best_epoch, "seconds": round(result.seconds, 2), "lr": cfg.learning_rate(),
             "batch_size": cfg.resolved_batch_size(), "dropout": cfg.resolved_dropout(), "loss": result.model.cfg.loss,
+            "trainable_parameters": result.trainable_parameters,
         },
         "metrics": result.metrics,
     }
     records = [prep.dataset.items[i] for i in prep.item_ids]
     save_artifact(
-        out, model=result.model, projection=prep.projection, item_ids=prep.item_ids, item_records=records,
+        out, model=result.model, projection=projection, item_ids=prep.item_ids, item_records=records,
         manifest_extra=manifest_extra,
     )
     (out / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
