@@ -5,7 +5,9 @@ same `encode_with_table` over the same left-padded, window-truncated history, an
 same `item_vectors()` rows (L2-normalised when the model was trained with cosine similarity).
 
 Cold items (METHOD.md section 1): text -> `item_text` -> the artifact's encoder -> `projection.apply`
--> language coordinates z (k,) -> fused `x = z + [0_{d_s}, v0]`, v0 = zeros or the mean trained ID. The
+-> language coordinates z (k,) -> the item embedding's own rule, `model.items.fold_in(z, cold_id)`: for
+AlphaFuse the fused `x = z + [0_{d_s}, v0]`, v0 = zeros or the mean trained ID; for the adapter baselines
+the adapter of z (plus a zero or mean ID part where they have one); RLMRec models cannot fold in. The
 raw x is appended to the input table (so a cold item can appear inside a history) and its normalised
 form to the index. The in-memory state is a cache of an `ItemStore`: `sync(store)` folds in every row
 with a sequence number above the last one seen, which is how all workers converge.
@@ -29,7 +31,7 @@ import torch
 from torch.nn import functional as F
 
 from model.artifact import MODEL_FILE, PROJECTION_FILE, Artifact, load_artifact
-from model.item_embeddings import AlphaFuseEmbedding
+from model.item_embeddings import ColdId
 from service.errors import (
     FoldInUnavailable,
     InvalidItem,
@@ -47,7 +49,6 @@ log = logging.getLogger(__name__)
 
 IndexKind = Literal["flat", "hnsw"]
 EXACT_FETCH_MIN = 1024  # a query needing more index results than this (and > 1/4 of the items) is scanned
-ColdId = Literal["zeros", "mean"]
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ class Ranker:
         self._retired: set[int] = set()
         self._selector: Any = None  # keeps the faiss selector objects alive between searches
         self.last_seq = 0
-        self._v0 = self._cold_id_vector()
+        self._fold_in_unavailable = self._fold_in_reason()
         self._index = self._build_index(self._vec_buf[: self.num_rows])
 
     # ------------------------------------------------------------------------------------------------
@@ -207,20 +208,22 @@ class Ranker:
             ranker._text_encoder()
         return ranker
 
-    def _cold_id_vector(self) -> np.ndarray | None:
-        """v0 on the last d_n coordinates, or None when the model has no ID part to add to."""
-        items = self.model.items
-        if not isinstance(items, AlphaFuseEmbedding):
-            if self.projection is not None:
-                log.warning(
-                    "item_embedding %r is not alphafuse: cold items get their language coordinates only",
-                    self.cfg.item_embedding,
-                )
+    def _fold_in_reason(self) -> str | None:
+        """Why POST /items must be refused for this model (logged once, here), or None when it can fold in."""
+        items, name = self.model.items, self.cfg.item_embedding
+        if items.fold_in_unavailable is not None:
+            reason = f"this model (item_embedding {name!r}) {items.fold_in_unavailable}"
+        elif self.projection is None:
+            reason = (
+                f"this model (item_embedding {name!r}) has no language projection: new items cannot be folded in; "
+                "retrain with item_embedding 'alphafuse'"
+            )
+        else:
+            if items.fold_in_note is not None:
+                log.warning("item_embedding %r %s", name, items.fold_in_note)
             return None
-        v0 = np.zeros(self.dim, dtype=np.float32)
-        if self.cold_id == "mean" and items.d_n > 0:
-            v0[items.d_s :] = items.ids.detach().to(torch.float32).mean(0).numpy()
-        return v0
+        log.warning("cold items are unavailable: %s", reason)
+        return reason
 
     def _build_index(self, vectors: np.ndarray) -> faiss.Index:
         if self._index_kind == "flat":
@@ -419,12 +422,9 @@ class Ranker:
     # cold items
 
     def fold_in(self, items: Sequence[NewItem]) -> np.ndarray:
-        """(n, D) float32 fused input vectors `x = z + [0_{d_s}, v0]` for new items; nothing is changed."""
-        if self.projection is None:
-            raise FoldInUnavailable(
-                f"this model (item_embedding {self.cfg.item_embedding!r}) has no language projection: "
-                "new items cannot be folded in; retrain with item_embedding 'alphafuse'"
-            )
+        """(n, D) float32 input vectors for new items (AlphaFuse: `x = z + [0_{d_s}, v0]`); nothing is changed."""
+        if self._fold_in_unavailable is not None or self.projection is None:
+            raise FoldInUnavailable(self._fold_in_unavailable or "this model has no language projection")
         d_l = self.projection.input_dim
         emb = np.zeros((len(items), d_l), dtype=np.float64)
         texts: list[tuple[int, str]] = []
@@ -454,14 +454,16 @@ class Ranker:
             emb[[i for i, _ in texts]] = encoded
         with np.errstate(over="ignore", invalid="ignore"):
             z = self.projection.apply(emb).astype(np.float32)  # (n, k): float32 like the model's language buffer
-        bad = [items[int(i)].item_id for i in np.flatnonzero(~np.isfinite(z).all(axis=1))]
+        with torch.no_grad():  # the variant's rule, the same code its forward() runs on trained items
+            x = self.model.items.fold_in(torch.from_numpy(z), self.cold_id).to(torch.float32).numpy()
+        finite = np.isfinite(z).all(axis=1) & np.isfinite(x).all(axis=1)
+        bad = [items[int(i)].item_id for i in np.flatnonzero(~finite)]
         if bad:  # a finite but huge embedding overflows the projection; it would poison every ranking it joins
             raise InvalidItem(
                 f"items {', '.join(repr(i) for i in bad[:10])}: the embedding does not project to a finite vector "
                 "(values far outside what the encoder produces)"
             )
-        # the same float32 sum as AlphaFuseEmbedding.forward: language + pad(ids)
-        return z if self._v0 is None else z + self._v0
+        return x
 
     def _text_encoder(self) -> TextEncoder:
         if self._encoder is None:

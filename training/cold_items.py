@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence, Set
-from typing import Literal
 
 import numpy as np
 import torch
@@ -24,15 +23,13 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from model.base import Recommender
-from model.item_embeddings import AlphaFuseEmbedding
+from model.item_embeddings import ColdId
 from model.projection import Projection
 from training.evaluate import index_cases, pad_histories
 from training.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
 from training.splits import EvalCase
 
 log = logging.getLogger(__name__)
-
-ColdId = Literal["zeros", "mean"]
 
 
 def pick_cold_items(item_ids: Sequence[str], fraction: float, seed: int) -> set[str]:
@@ -47,15 +44,11 @@ def pick_cold_items(item_ids: Sequence[str], fraction: float, seed: int) -> set[
 
 
 def fold_in_vectors(model: Recommender, projection: Projection, emb: np.ndarray, cold_id: ColdId) -> Tensor:
-    """(C, D) input-table rows for raw encoder outputs `emb` (C, d_l): z, plus v0 on the ID coordinates."""
+    """(C, D) input-table rows for raw encoder outputs `emb` (C, d_l), by the item embedding's own rule, as the
+    service computes them (AlphaFuse: z, plus v0 on the ID coordinates). FoldInUnsupported for rlmrec-*."""
     z = torch.from_numpy(projection.apply(emb).astype(np.float32))
-    items = model.items
-    if cold_id == "mean" and isinstance(items, AlphaFuseEmbedding) and items.d_n > 0:
-        v0 = items.ids.detach().to(torch.float32).mean(0)  # (d_n,)
-        z = z + F.pad(v0, (items.d_s, 0))
-    elif cold_id not in ("zeros", "mean"):
-        raise ValueError(f"cold_id must be 'zeros' or 'mean', got {cold_id!r}")
-    return z
+    with torch.no_grad():
+        return model.items.fold_in(z, cold_id)
 
 
 @torch.no_grad()
