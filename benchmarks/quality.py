@@ -119,7 +119,10 @@ def text_fields_copy(data: Path, keep: list[str], out: Path) -> Path:
     return out
 
 
-VARIANT_ORDER = ("alphafuse", "id", "llminit", "whitened-text")
+VARIANT_ORDER = (
+    "alphafuse", "id", "llminit", "whitened-text",
+    "morec", "whitenrec", "unisrec", "rlmrec-con", "rlmrec-gen", "llmesr",
+)
 
 
 @contextmanager
@@ -151,10 +154,15 @@ def resolved(cfg: TrainConfig) -> dict[str, Any]:
 
 def comparable(config: dict[str, Any], *, keep_threads: bool = False) -> dict[str, Any]:
     """The parts of a run's config that decide whether a recorded run can be reused. A run's seconds depend
-    on its thread count, so reusing it for a wall-clock comparison also needs `keep_threads`."""
+    on its thread count, so reusing it for a wall-clock comparison also needs `keep_threads`.
+
+    A recorded config is completed with the defaults of fields added since it was written (each added with
+    a default that keeps the old behaviour, e.g. `align_weight`, used by rlmrec only), so adding a field does
+    not make every recorded run look different."""
+    full = TrainConfig(**config)
     drop = ("out", "cache_dir") if keep_threads else ("out", "threads", "cache_dir")
-    cfg = {k: v for k, v in config.items() if k not in drop}
-    return {**cfg, "resolved": resolved(TrainConfig(**config))}
+    cfg = {k: v for k, v in full.to_dict().items() if k not in drop}
+    return {**cfg, "resolved": resolved(full)}
 
 
 def main() -> None:
