@@ -35,7 +35,7 @@ import torch
 from training.config import PRESETS, TrainConfig, config_with_preset, read_config_file
 from training.data import has_text
 from training.evaluate import SHORT_BELOW, TAIL_BELOW, case_slices, evaluate_slices
-from training.train import run_training
+from training.train import Prepared, TrainResult, run_training
 
 REPORT = ("ndcg@10", "ndcg@20", "mrr@10", "mrr@20", "hr@10", "hr@20")
 SLICE_REPORT = ("tail_target", "short_history")
@@ -165,6 +165,41 @@ def comparable(config: dict[str, Any], *, keep_threads: bool = False) -> dict[st
     return {**cfg, "resolved": resolved(full)}
 
 
+def train_counts(prepared: Prepared) -> dict[str, float]:
+    """Training interactions per item id, as `prepare` counted them."""
+    return {item: float(prepared.popularity[row - 1]) for item, row in prepared.index.items()}
+
+
+def train_record(cfg: TrainConfig) -> tuple[dict[str, Any], TrainResult]:
+    """Train one run (writing its artifact to `cfg.out`) and return its `results.json` record, with the
+    TrainResult for callers that evaluate the trained model further (benchmarks/paper.py)."""
+    started = time.perf_counter()
+    result = run_training(cfg)
+    test = result.prepared.split.test
+    slices = evaluate_slices(
+        result.model,
+        test,
+        result.prepared.index,
+        case_slices(test, train_counts(result.prepared)),
+        batch_size=cfg.eval_batch_size,
+        mask_history=cfg.mask_history,
+    )
+    record = {
+        "variant": cfg.item_embedding,
+        "seed": cfg.seed,
+        "valid": result.metrics["valid"],
+        "test": result.metrics["test"],
+        "slices": slices,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "fit_seconds": result.seconds,
+        "wall_seconds": time.perf_counter() - started,
+        "history": result.history,
+        "config": cfg.to_dict(),
+    }
+    return record, result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
@@ -219,31 +254,7 @@ def main() -> None:
             if done and comparable(done[0]["config"]) == comparable(cfg.to_dict()):
                 log.info("%s seed %d already recorded in %s: skipped", variant, seed, results)
                 continue
-            started = time.perf_counter()
-            result = run_training(cfg)
-            counts = {item: float(result.prepared.popularity[row - 1]) for item, row in result.prepared.index.items()}
-            test = result.prepared.split.test
-            slices = evaluate_slices(
-                result.model,
-                test,
-                result.prepared.index,
-                case_slices(test, counts),
-                batch_size=cfg.eval_batch_size,
-                mask_history=cfg.mask_history,
-            )
-            record = {
-                "variant": variant,
-                "seed": seed,
-                "valid": result.metrics["valid"],
-                "test": result.metrics["test"],
-                "slices": slices,
-                "best_epoch": result.best_epoch,
-                "epochs_run": len(result.history),
-                "fit_seconds": result.seconds,
-                "wall_seconds": time.perf_counter() - started,
-                "history": result.history,
-                "config": cfg.to_dict(),
-            }
+            record, _ = train_record(cfg)
             with locked(out):  # another process may be running other variants into the same --out
                 runs = [r for r in read_runs(results) if not (r["variant"] == variant and r["seed"] == seed)]
                 runs.append(record)

@@ -4,7 +4,7 @@ import torch
 
 from model.recommender import RecommenderConfig, build_recommender
 from model.sasrec import SASRecConfig
-from training.evaluate import case_slices, evaluate_cases, evaluate_slices
+from training.evaluate import case_slices, evaluate_cases, evaluate_slices, popularity_buckets
 from training.splits import EvalCase
 
 CASES = [
@@ -35,3 +35,17 @@ def test_slice_metrics_are_the_metrics_of_the_sliced_cases() -> None:
     assert got["none"] == {"cases": 0.0}
     with pytest.raises(ValueError, match="shape"):
         evaluate_slices(model, CASES, INDEX, {"bad": np.ones(3, dtype=bool)})
+
+
+def test_popularity_buckets_partition_cases_by_target_count() -> None:
+    counts = {"a": 0, "b": 9, "c": 10, "d": 100}  # e: unseen, counts 0
+    cases = [EvalCase(f"u{j}", ("a",), t) for j, t in enumerate("abcde")]
+    got = popularity_buckets(cases, counts, edges=(10, 30, 100))
+    assert list(got) == ["<10", "10-29", "30-99", ">=100"]
+    assert {k: v.tolist() for k, v in got.items()} == {
+        "<10": [True, True, False, False, True], "10-29": [False, False, True, False, False],
+        "30-99": [False] * 5, ">=100": [False, False, False, True, False],
+    }
+    assert sum(m.astype(int) for m in got.values()).tolist() == [1] * 5  # every case in exactly one bucket
+    with pytest.raises(ValueError, match="ascending"):
+        popularity_buckets(cases, counts, edges=(10, 10))

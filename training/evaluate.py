@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +45,21 @@ def case_scores(model: Recommender, histories: Sequence[Sequence[int]]) -> Tenso
 
 
 @torch.no_grad()
+def iter_case_scores(
+    model: Recommender, histories: Sequence[Sequence[int]], *, batch_size: int = 1024
+) -> Iterator[tuple[int, Tensor]]:
+    """(start, (B, N) scores) per batch of `histories`; column j is item index j + 1. The item table and
+    vectors are built once for all batches."""
+    model.eval()
+    items = model.item_vectors()  # (N, D)
+    table = model.items()
+    for start in range(0, len(histories), batch_size):
+        hist = histories[start : start + batch_size]
+        user = model.user_vectors(pad_histories(hist, model.cfg.sasrec.max_len), table=table)
+        yield start, user @ items.T  # (B, N)
+
+
+@torch.no_grad()
 def case_ranks(
     model: Recommender,
     cases: Sequence[EvalCase],
@@ -55,16 +71,11 @@ def case_ranks(
     """(B,) 1-based rank of each case's target among all N items (no sampled negatives)."""
     if not cases:
         raise ValueError("no evaluation cases")
-    model.eval()
     histories, targets = index_cases(cases, index)
-    items = model.item_vectors()  # (N, D), computed once for all batches
-    table = model.items()
     ranks = []
-    for start in range(0, len(cases), batch_size):
-        hist = histories[start : start + batch_size]
-        tgt = torch.from_numpy(targets[start : start + batch_size]) - 1
-        user = model.user_vectors(pad_histories(hist, model.cfg.sasrec.max_len), table=table)
-        scores = user @ items.T  # (B, N)
+    for start, scores in iter_case_scores(model, histories, batch_size=batch_size):
+        hist = histories[start : start + len(scores)]
+        tgt = torch.from_numpy(targets[start : start + len(scores)]) - 1
         exclude = None
         if mask_history:
             exclude = torch.zeros_like(scores, dtype=torch.bool)
@@ -110,6 +121,27 @@ def case_slices(
         "all": np.ones(len(cases), dtype=bool), "tail_target": tail, "head_target": ~tail,
         "short_history": short, "long_history": ~short,
     }
+
+
+# LLM-ESR's five item groups by popularity (utils.metric_pop_5group, thresholds [10, 30, 60, 100]),
+# github.com/liuqidong07/LLM-ESR @ 356d34f
+POPULARITY_EDGES: tuple[int, ...] = (10, 30, 60, 100)
+
+
+def popularity_buckets(
+    cases: Sequence[EvalCase], counts: Mapping[str, float], edges: Sequence[int] = POPULARITY_EDGES
+) -> dict[str, np.ndarray]:
+    """Boolean masks over cases by the target item's count (e.g. training interactions): one bucket per
+    interval between ascending `edges`, labelled "<10", "10-29", ..., ">=100"; an unseen target counts 0."""
+    if not edges or any(b <= a for a, b in zip(edges, edges[1:], strict=False)) or edges[0] <= 0:
+        raise ValueError(f"edges must be positive and strictly ascending, got {tuple(edges)}")
+    pop = np.array([counts.get(c.target, 0.0) for c in cases], dtype=np.float64)
+    bounds = [0, *edges, math.inf]
+    out: dict[str, np.ndarray] = {}
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        label = f"<{hi}" if lo == 0 else (f">={lo}" if hi == math.inf else f"{lo}-{hi - 1}")
+        out[label] = (pop >= lo) & (pop < hi)
+    return out
 
 
 def evaluate_slices(
