@@ -3,7 +3,8 @@
 `concurrency` worker coroutines, each with its own `httpx.AsyncClient` holding one keep-alive connection,
 in a closed loop: each worker sends its next request as soon as the previous one answers.
 A run stops at `duration_s` or after `max_requests` requests, whichever comes first; requests in flight
-at the deadline are allowed to finish (each is bounded by `timeout_s`).
+at the deadline are allowed to finish (each is bounded by `timeout_s`). `run_open_loop` instead sends
+at a fixed arrival rate, whatever the server does: the latency a user sees under a given load.
 
 Workloads:
 - `path="/recommend"`: POST a history drawn at random (seeded) from `histories`; with probability
@@ -242,6 +243,106 @@ async def run_loadtest(
         "error_exceptions": dict(sorted(exceptions.items())),
         "routes": routes,
     }
+
+
+async def run_open_loop(
+    url: str,
+    histories: Sequence[Sequence[str]],
+    *,
+    rate_rps: float,
+    duration_s: float,
+    connections: int = 64,
+    arrivals: str = "poisson",
+    k: int = 10,
+    path: str = RECOMMEND_PATH,
+    exclude_history: bool = True,
+    timeout_s: float = 10.0,
+    seed: int = 0,
+    allow_remote: bool = False,
+) -> dict[str, Any]:
+    """Send requests at a fixed mean rate, whatever the server does (an open loop), for `duration_s`.
+
+    A closed loop slows down with the server, so its latency never shows queueing; real users keep
+    arriving. Arrivals are Poisson (`arrivals="poisson"`, seeded) or evenly spaced ("uniform"). Each
+    request takes one of `connections` keep-alive connections, waiting for a free one if all are busy,
+    and its latency counts from its *scheduled* arrival, so time spent waiting for a connection, or
+    behind a generator that fell behind, is latency too (no coordinated omission). The report has the
+    keys of `run_loadtest`'s plus `offered_rps`, `arrivals` and `max_send_lag_ms` (how late the
+    generator itself sent: large values mean the numbers say more about the client than the server).
+    """
+    if not allow_remote and not is_loopback_url(url):
+        raise ValueError(f"refusing to load-test {url!r}: only loopback hosts (127.0.0.0/8, ::1, localhost)")
+    if not 0 < duration_s <= MAX_DURATION_S:
+        raise ValueError(f"duration_s must be in (0, {MAX_DURATION_S:g}], got {duration_s}")
+    if not rate_rps > 0:
+        raise ValueError(f"rate_rps must be positive, got {rate_rps}")
+    if not 1 <= connections <= MAX_CONCURRENCY:
+        raise ValueError(f"connections must be in [1, {MAX_CONCURRENCY}], got {connections}")
+    if arrivals not in ("poisson", "uniform"):
+        raise ValueError(f"arrivals must be 'poisson' or 'uniform', got {arrivals!r}")
+    recommend = path == RECOMMEND_PATH
+    if recommend and not histories:
+        raise ValueError("the /recommend workload needs at least one history")
+    rng = random.Random(seed)
+    offsets: list[float] = []  # arrival times in s from the start, all before duration_s
+    t = 0.0
+    while len(offsets) < MAX_REQUESTS_CAP:
+        offsets.append(t)
+        t = t + rng.expovariate(rate_rps) if arrivals == "poisson" else len(offsets) / rate_rps
+        if t >= duration_s:
+            break
+    history_list = [list(h) for h in histories]
+    route = f"{'POST' if recommend else 'GET'} {path}"
+    stats = _RouteStats()
+    lag_ms = 0.0
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    async with contextlib.AsyncExitStack() as stack:
+        idle: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+        for _ in range(connections):
+            idle.put_nowait(await stack.enter_async_context(
+                httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout_s, trust_env=False)
+            ))  # fmt: skip
+
+        async def one(scheduled: float, body: dict[str, Any] | None) -> None:
+            client = await idle.get()
+            try:
+                response = await client.request("POST" if recommend else "GET", path, json=body)
+            except httpx.HTTPError as exc:
+                stats.exceptions[type(exc).__name__] += 1
+                return
+            finally:
+                idle.put_nowait(client)
+            stats.statuses[str(response.status_code)] += 1
+            if response.is_success:
+                stats.latencies_ms.append((time.perf_counter() - scheduled) * 1e3)
+
+        start = time.perf_counter()
+        tasks = []
+        for offset in offsets:
+            scheduled = start + offset
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                lag_ms = max(lag_ms, -delay * 1e3)
+            body = None
+            if recommend:
+                history = history_list[rng.randrange(len(history_list))]
+                body = {"history": history, "k": k, "exclude_history": exclude_history}
+            stats.requests += 1
+            tasks.append(asyncio.create_task(one(scheduled, body)))
+        await asyncio.gather(*tasks)
+        duration = time.perf_counter() - start
+    summary = stats.summary(duration)
+    return {
+        "url": url, "path": path, "mode": "open", "arrivals": arrivals, "offered_rps": rate_rps,
+        "connections": connections, "concurrency": connections, "duration_limit_s": duration_s, "k": k,
+        "seed": seed, "requests": stats.requests, "ok": summary["ok"], "errors": summary["errors"],
+        "duration_s": duration, "throughput_rps": summary["throughput_rps"], "ok_rps": summary["ok_rps"],
+        "latency_ms": summary["latency_ms"], "error_status": {c: n for c, n in summary["status"].items()
+                                                              if not c.startswith("2")},
+        "error_exceptions": summary["exceptions"], "max_send_lag_ms": lag_ms, "routes": {route: summary},
+    }  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- workload

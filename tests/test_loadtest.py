@@ -27,6 +27,7 @@ from service.loadtest import (
     main,
     read_histories_file,
     run_loadtest,
+    run_open_loop,
 )
 
 
@@ -125,6 +126,34 @@ def test_duration_bounds_the_run(server: Running) -> None:
     assert 0.6 <= report["duration_s"] < 1.6 and wall < 2.5
     assert report["requests"] > 4 and report["requests"] == server.state.hits["recommend"]
     assert report["throughput_rps"] == pytest.approx(report["requests"] / report["duration_s"])
+
+
+@pytest.mark.parametrize("arrivals", ["uniform", "poisson"])
+def test_open_loop_offers_its_rate_whatever_the_server_does(server: Running, arrivals: str) -> None:
+    report = asyncio.run(
+        run_open_loop(server.url, HISTORIES, rate_rps=50, duration_s=1.0, connections=4, arrivals=arrivals, seed=1)
+    )
+    assert report["mode"] == "open" and report["offered_rps"] == 50
+    assert 30 <= report["requests"] <= 75  # ~50 arrivals in 1 s (Poisson varies; uniform is exactly 50)
+    if arrivals == "uniform":
+        assert report["requests"] == 50
+    assert report["requests"] == server.state.hits["recommend"] == report["ok"]
+    assert report["routes"]["POST /recommend"]["status"] == {"200": report["requests"]}
+    json.dumps(report)
+
+
+def test_open_loop_latency_counts_from_the_scheduled_arrival(server: Running) -> None:
+    # one connection, each request takes 0.5 s, arrivals every 0.1 s: the later ones queue behind it,
+    # and their latency must show the queueing (a closed loop would report ~0.5 s for all of them)
+    report = asyncio.run(
+        run_open_loop(server.url, [["slow"]], rate_rps=10, duration_s=0.35, connections=1, arrivals="uniform")
+    )
+    assert report["requests"] == 4 and report["ok"] == 4
+    assert report["latency_ms"]["max"] >= 1800  # the 4th arrived at 0.3 s and finished after ~2.0 s
+    with pytest.raises(ValueError, match="only loopback"):
+        asyncio.run(run_open_loop("http://10.0.0.1:8000", HISTORIES, rate_rps=1, duration_s=1))
+    with pytest.raises(ValueError, match="rate_rps must be positive"):
+        asyncio.run(run_open_loop(server.url, HISTORIES, rate_rps=0, duration_s=1))
 
 
 def test_server_errors_are_counted_by_status(server: Running) -> None:
