@@ -132,3 +132,28 @@ def test_sigterm_lets_the_request_in_flight_finish_and_closes_the_store(tiny_art
     again = SQLiteItemStore(store, artifact_version(load_artifact(tiny_artifact), "zeros"))
     assert again.count() == 256
     again.close()
+
+
+def test_serve_lets_uvicorn_pick_uvloop_and_httptools(
+    tiny_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    pytest.importorskip("httptools")
+    import uvicorn
+    from fastapi import FastAPI
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from service.main import event_loop_and_http, serve, uvicorn_options
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    assert serve(tiny_artifact, port=_free_port(), store=tmp_path / "s.sqlite3", log_level="warning") == 0
+    (options,) = calls
+    assert options == uvicorn_options("127.0.0.1", options["port"], 1, "warning")
+    assert options["loop"] == "auto" and options["http"] == "auto"  # never asyncio / h11 by name
+    # what uvicorn makes of those options, without starting a server
+    config = uvicorn.Config(FastAPI(), **options)
+    config.load()
+    assert config.http_protocol_class is HttpToolsProtocol
+    assert config.get_loop_factory() is uvloop.new_event_loop
+    assert event_loop_and_http() == ("uvloop", "httptools")
