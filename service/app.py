@@ -279,11 +279,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 # dependencies
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are `async def` although none of them awaits: FastAPI runs a plain `def` dependency in a
+# worker thread (anyio's to_thread) and back, per dependency and request, which the profile of
+# /recommend showed as the largest hand-off cost before ranking even starts.
+
+
+async def get_state(request: Request) -> AppState:
     return request.app.state.service
 
 
-def get_ready_state(state: Annotated[AppState, Depends(get_state)]) -> AppState:
+async def get_ready_state(state: Annotated[AppState, Depends(get_state)]) -> AppState:
     if not state.ready or state.ranker is None:
         raise NotReady("the model is not loaded")
     return state
@@ -311,12 +316,12 @@ def _matches(cred: HTTPAuthorizationCredentials | None, *tokens: str | None) -> 
     return ok
 
 
-def require_write(state: AnyState, cred: Credentials) -> None:
+async def require_write(state: AnyState, cred: Credentials) -> None:
     if state.write_token is not None and not _matches(cred, state.write_token):
         raise Unauthorized("this route needs Authorization: Bearer <ALPHAFUSE_API_TOKEN>")
 
 
-def require_read(state: AnyState, cred: Credentials) -> None:
+async def require_read(state: AnyState, cred: Credentials) -> None:
     if state.read_token is not None and not _matches(cred, state.read_token, state.write_token):
         raise Unauthorized("this route needs Authorization: Bearer <ALPHAFUSE_READ_TOKEN>")
 
@@ -356,8 +361,10 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _timed(awaitable: Any, seconds: float, what: str) -> Any:
+    # asyncio.timeout, not wait_for: wait_for wraps the awaitable in a task of its own, per request
     try:
-        return await asyncio.wait_for(awaitable, seconds)
+        async with asyncio.timeout(seconds):
+            return await awaitable
     except TimeoutError:
         raise RequestTimeout(f"{what} took longer than {seconds:g} s (ALPHAFUSE_REQUEST_TIMEOUT_S); retry") from None
 
