@@ -42,6 +42,7 @@ from service.errors import (
 from service.guard import RequestGuard, is_json_decode_error, json_decode_detail, validation_detail
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.ranker import AddedItem, FoldedItems, NewItem, Query, Ranker, Ranking
+from service.responses import json_response, recommend_body
 from service.schemas import (
     ErrorResponse,
     HealthResponse,
@@ -54,7 +55,6 @@ from service.schemas import (
     ReadyResponse,
     RecommendRequest,
     RecommendResponse,
-    ScoredItem,
 )
 from service.settings import ServiceSettings
 from service.store import ItemStore, SQLiteItemStore
@@ -101,11 +101,20 @@ class AppState:
     write_token: str | None = None
     read_token: str | None = None
     store_problem: str | None = None  # why the store cannot be written now (None: it can)
+    _model_dict: dict[str, str] | None = None
 
     @property
     def model_info(self) -> ModelInfo:
         assert self.ranker is not None
         return ModelInfo(name=self.ranker.model_name, version=self.ranker.model_version)
+
+    @property
+    def model_dict(self) -> dict[str, str]:
+        """`model_info` as the plain dict that /recommend's body embeds (the same for every request)."""
+        assert self.ranker is not None
+        if self._model_dict is None:
+            self._model_dict = self.model_info.model_dump()
+        return self._model_dict
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn` in the worker thread (serialised with ranking batches)."""
@@ -391,17 +400,15 @@ def check_item_limits(items: list[ItemCreate], max_chars: int, max_list: int) ->
 # routes
 
 
-async def recommend(body: RecommendRequest, svc: Service) -> RecommendResponse:
+async def recommend(body: RecommendRequest, svc: Service) -> Response:
+    """Answers a `RecommendResponse` (declared on the route), built as bytes: see `service.responses`."""
     assert svc.batcher is not None
     query = Query(
         history=body.history, k=body.k, exclude_history=body.exclude_history, allow=body.allow,
         deny=body.deny, ignore_unknown=body.ignore_unknown,
     )
     ranking = await _timed(svc.batcher.submit(query), svc.settings.request_timeout_s, "ranking")
-    return RecommendResponse(
-        items=[ScoredItem(item_id=i, score=s) for i, s in ranking.items], model=svc.model_info,
-        ignored=ranking.ignored, truncated=ranking.truncated,
-    )
+    return json_response(recommend_body(ranking, svc.model_dict))
 
 
 async def add_items(body: ItemsCreateRequest, svc: Service) -> ItemsCreateResponse:

@@ -48,6 +48,50 @@ def test_recommend_returns_offline_scores(client: TestClient, tiny_artifact: Pat
     assert scores == sorted(scores, reverse=True)
 
 
+def test_recommend_bytes_are_what_pydantic_would_write_with_the_rankers_exact_floats(client: TestClient) -> None:
+    from pydantic import TypeAdapter
+
+    from service.ranker import Query
+    from service.schemas import RecommendResponse, ScoredItem
+
+    long = [*LEGO, "ghost", "puzzle-0", "puzzle-1", "doll-0", "doll-1", "outdoor-0"]
+    r = client.post("/recommend", json={"history": long, "k": 7, "ignore_unknown": True, "deny": ["lego-5"]})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    state = client.app.state.service
+    ranking = state.ranker.recommend(Query(long, k=7, ignore_unknown=True, deny=["lego-5"]))
+    assert ranking.ignored == ["ghost"] and ranking.truncated
+    model = RecommendResponse(
+        items=[ScoredItem(item_id=i, score=s) for i, s in ranking.items], model=state.model_info,
+        ignored=ranking.ignored, truncated=ranking.truncated,
+    )
+    # byte for byte what FastAPI's response_model path (pydantic-core) wrote for the same answer
+    assert r.content == TypeAdapter(RecommendResponse).dump_json(model)
+    assert [it["score"] for it in r.json()["items"]] == [s for _, s in ranking.items]  # exact, not approx
+    RecommendResponse.model_validate_json(r.content)
+    ok = client.get("/openapi.json").json()["paths"]["/recommend"]["post"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/RecommendResponse"}
+
+
+def test_recommend_body_writes_every_float_as_pydantic_does() -> None:
+    from pydantic import TypeAdapter
+
+    from service.ranker import Ranking
+    from service.responses import recommend_body
+    from service.schemas import RecommendResponse
+
+    rng = np.random.default_rng(0)
+    scores = [float(v) for v in rng.standard_normal(2000).astype(np.float32)]
+    scores += [float(np.float32(v)) for v in (1e-7, 3.4e38, 1e16, 1e-45, 0.1, 123456.7)]
+    scores += [0.0, -0.0, float("nan"), float("inf"), -float("inf")]  # non-finite: `null` in both
+    ranking = Ranking([(f"i{n}", s) for n, s in enumerate(scores)], ["x"], True)
+    model = {"name": "alphafuse", "version": "v"}
+    expected = TypeAdapter(RecommendResponse).dump_json(RecommendResponse.model_validate(
+        {"items": [{"item_id": i, "score": s} for i, s in ranking.items], "model": model, "ignored": ["x"],
+         "truncated": True}
+    ))  # fmt: skip
+    assert recommend_body(ranking, model) == expected
+
+
 def test_recommend_options_and_truncation(client: TestClient) -> None:
     long = [f"{t}-{i}" for t in ("puzzle", "doll") for i in range(6)]
     r = client.post("/recommend", json={"history": long, "k": 3, "exclude_history": False})
