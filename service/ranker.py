@@ -170,6 +170,7 @@ class Ranker:
         self._retired: set[int] = set()
         self._selector: Any = None  # keeps the faiss selector objects alive between searches
         self.last_seq = 0
+        self._synced: tuple[ItemStore, object | None] | None = None  # (store, its change token) at the last sync
         self._fold_in_unavailable = self._fold_in_reason()
         self._index = self._build_index(self._vec_buf[: self.num_rows])
 
@@ -591,10 +592,20 @@ class Ranker:
         return carried, skipped
 
     def sync(self, store: ItemStore) -> int:
-        """Fold in the store's rows newer than the last seen; returns how many were applied."""
+        """Fold in the store's rows newer than the last seen; returns how many were applied.
+
+        Runs before every batch, so on an unchanged store it only reads the store's change token (the
+        `ItemStore` contract): the token is taken before the query and remembered only once the rows
+        are applied, so a commit at any moment is seen by this sync or the next.
+        """
+        token = store.change_token()
+        synced = self._synced
+        if token is not None and synced is not None and synced[0] is store and synced[1] == token:
+            return 0
         rows = store.changes_since(self.last_seq)
         if rows:
             self.apply(rows)
+        self._synced = (store, token)
         return len(rows)
 
     def apply(self, rows: Sequence[StoredItem]) -> None:

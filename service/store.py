@@ -2,8 +2,10 @@
 
 Each worker process holds the model, an input table and a FAISS index in memory; the store is what
 those in-memory copies are a cache of. A worker folds in what it has not seen yet by asking for
-`changes_since(last_seq)` before it serves a request (one indexed query, a few tens of microseconds)
-and on a timer, so an item added through any worker is served by every worker on its next request.
+`changes_since(last_seq)` before it serves a request and on a timer, so an item added through any
+worker is served by every worker on its next request. It asks only when `change_token()` differs from
+the last time it asked (for SQLite, `PRAGMA data_version`: no table is read), so a batch on an
+unchanged store costs one pragma, not a query and its rows.
 
 Contract of an `ItemStore` (what a Postgres implementation for several replicas must also honour):
 
@@ -24,6 +26,11 @@ Contract of an `ItemStore` (what a Postgres implementation for several replicas 
   one holding seq 10): take the number from a one-row counter table updated inside the same
   transaction (or hold `LOCK TABLE ... IN SHARE ROW EXCLUSIVE MODE` while inserting), and optionally
   NOTIFY so replicas need not poll.
+- `change_token()` returns a value that changes whenever a commit, by this or any other connection or
+  process, may have changed what `changes_since` returns; two equal tokens mean nothing was committed
+  in between, so a reader may skip the query. Take it *before* the query it guards: a commit between
+  the two is then seen by the query or by the next token. A store that cannot tell returns None, and
+  every sync asks.
 - rows are scoped to one `artifact_version`: a vector is only valid for the model, projection, encoder
   and cold-ID rule it was computed with; rows of other versions stay stored but are not served.
 - `add` refuses (`StoreFull`) to hold more than `max_items` live items of its version, and reports which
@@ -100,6 +107,8 @@ class ItemStore(Protocol):
 
     def changes_since(self, seq: int) -> list[StoredItem]: ...
 
+    def change_token(self) -> object | None: ...
+
     def count(self) -> int: ...
 
     def other_versions(self) -> dict[str, int]: ...
@@ -148,6 +157,8 @@ class SQLiteItemStore:
         self.ack_path = self.path.with_name(self.path.name + ACK_SUFFIX)
         self._lock = threading.Lock()
         self._identity: dict[str, tuple[int, int]] = {}
+        # this connection's own write transactions: PRAGMA data_version only counts other connections'
+        self._own_writes = 0
         try:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -307,11 +318,13 @@ class SQLiteItemStore:
                 yield cur
                 cur.execute("COMMIT")
             except BaseException as e:
+                self._own_writes += 1  # a rollback changes nothing, but a failed COMMIT may have landed
                 with contextlib.suppress(sqlite3.Error):
                     cur.execute("ROLLBACK")
                 if isinstance(e, sqlite3.Error):
                     raise StoreUnavailable(f"item store {self.path} cannot be written: {e}") from e
                 raise
+            self._own_writes += 1
             self._remember_identity()  # the first write creates -wal and -shm
 
     def _insert(self, cur: sqlite3.Cursor, item: StoredItem, *, or_ignore: bool = False) -> None:
@@ -447,6 +460,13 @@ class SQLiteItemStore:
                 (seq, self.artifact_version),
             ).fetchall()
         return [_row(r) for r in rows]
+
+    def change_token(self) -> tuple[int, int]:
+        """(PRAGMA data_version, own write transactions): changes whenever any connection, in any process,
+        committed since the last call that returned the same value (see the module docstring)."""
+        with self._lock:
+            (version,) = self._conn.execute("PRAGMA data_version").fetchone()
+            return int(version), self._own_writes
 
     def count(self) -> int:
         with self._lock:

@@ -190,6 +190,36 @@ def test_cold_item_lands_near_its_theme_and_is_recommended(ranker: Ranker, tmp_p
     store.close()
 
 
+def test_an_idle_sync_reads_only_the_change_token_and_a_commit_elsewhere_is_seen(
+    ranker: Ranker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteItemStore(tmp_path / "s.sqlite3", ranker.version)
+    other = SQLiteItemStore(tmp_path / "s.sqlite3", ranker.version)  # another worker's connection
+    ranker.sync(store)
+    asked: list[int] = []
+    real = store.changes_since
+    monkeypatch.setattr(store, "changes_since", lambda seq: asked.append(seq) or real(seq))
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    assert ranker.sync(store) == 0 and ranker.sync(store) == 0
+    assert asked == [] and statements == ["PRAGMA data_version"] * 2  # no query, no rows read
+    item = _random_cold(ranker, 2)
+    other.add([item[0]])  # committed by the other connection: the next sync asks and serves it
+    assert ranker.sync(store) == 1 and len(asked) == 1 and "rand-0" in ranker.item_ids()
+    store.add([item[1]])  # by this connection, which data_version does not count
+    assert ranker.sync(store) == 1 and "rand-1" in ranker.item_ids()
+    other.delete("rand-0")
+    assert ranker.sync(store) == 1 and "rand-0" not in ranker.item_ids()
+    assert ranker.sync(store) == 0 and len(asked) == 3
+    # a store that cannot tell (token None) is asked every time
+    monkeypatch.setattr(store, "change_token", lambda: None)
+    ranker.sync(store)
+    ranker.sync(store)
+    assert len(asked) == 5
+    store.close()
+    other.close()
+
+
 def test_cold_item_inside_a_history_scores_like_the_offline_model(ranker: Ranker, artifact: Artifact) -> None:
     x = ranker.fold_in([NewItem("cold-1", {"title": "LEGO Harry Potter Hogwarts Castle"})])
     ranker.apply([StoredItem("cold-1", {"title": "LEGO Harry Potter Hogwarts Castle"}, x[0], seq=1)])

@@ -79,6 +79,33 @@ def test_durable_and_visible_to_another_connection(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_the_change_token_moves_with_every_commit_of_any_connection_and_only_then(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.sqlite3"
+    mine, other = SQLiteItemStore(path, "v1"), SQLiteItemStore(path, "v1")
+    token = mine.change_token()
+    assert mine.change_token() == token  # nothing committed: a reader may skip its query
+    other.add([_item("a")])  # another connection (PRAGMA data_version sees it)
+    assert mine.change_token() != token
+    token = mine.change_token()
+    mine.add([_item("b")])  # this connection (data_version does not count it; the store does)
+    assert mine.change_token() != token
+    token = mine.change_token()
+    other.delete("a")
+    assert mine.change_token() != token
+    token = mine.change_token()
+    code = (
+        f"import sqlite3; c = sqlite3.connect({str(path)!r}); "
+        "c.execute(\"INSERT INTO store_meta VALUES ('k', 'v')\"); c.commit()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)  # another process
+    assert mine.change_token() != token
+    mine.close()
+    other.close()
+
+
 def test_refuses_a_file_that_is_not_a_store(tmp_path: Path) -> None:
     bad = tmp_path / "bad.sqlite3"
     bad.write_bytes(b"this is not a database" * 100)
