@@ -114,8 +114,13 @@ class Server:
         ]  # fmt: skip
         self.cmd = cmd
         self._log = self.log_path.open("w")
+        # --server-root serves another checkout's code (a before/after comparison) with this load generator
+        root = Path(args.server_root).resolve() if args.server_root else ROOT
+        server_env = {**os.environ, **env}
+        if args.server_root:
+            server_env["PYTHONPATH"] = os.pathsep.join([str(root), *args.server_path])
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT,
+            cmd, cwd=root, env=server_env, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
 
@@ -281,7 +286,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"- artifact: `{cfg['artifact']}` ({ready.get('items')} items, index {ready.get('index')}, "
         f"model {ready.get('model', {}).get('name')})",
-        f"- server: {cfg['workers']} worker(s), env overrides {cfg['env'] or 'none'}"
+        f"- server: code from `{cfg.get('server_root')}` {' '.join(cfg.get('server_path') or [])}, "
+        f"{cfg['workers']} worker(s), env overrides {cfg['env'] or 'none'}"
         + (", **profiled with py-spy**" if cfg.get("profile") else ""),
         f"- load: {cfg['duration_s']:g} s per row after {cfg['warmup_s']:g} s warm-up, {cfg['histories']} test "
         f"histories of {cfg['data']} ({cfg['protocol']}), k={cfg['k']}, items_ratio={cfg['items_ratio']:g}",
@@ -445,6 +451,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "data": str(data), "split": str(split) if split else None, "protocol": protocol, "seed": seed,
             "histories": len(histories), "open_loop_fraction": args.open_loop_fraction,
             "open_loop_connections": args.open_loop_connections, "profile": args.profile,
+            "server_root": str(Path(args.server_root).resolve()) if args.server_root else str(ROOT),
+            "server_path": args.server_path,
         },
         "machine": {
             "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
@@ -482,9 +490,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    p.add_argument("--index", choices=["flat", "hnsw"], default="flat", help="FAISS index of the server")
+    p.add_argument("--index", choices=["auto", "flat", "hnsw"], default="auto", help="FAISS index of the server")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="environment for the server, e.g. ALPHAFUSE_MAX_BATCH=1 (repeatable)")  # fmt: skip
+    p.add_argument("--server-root", default=None,
+                   help="run the server from this checkout instead (e.g. a worktree of main, to compare)")
+    p.add_argument("--server-path", action="append", default=[],
+                   help="with --server-root: more PYTHONPATH entries for the server, after the checkout")
     p.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
     p.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for /readyz")
     p.add_argument("--name", default="serve", help="output file stem")
