@@ -199,8 +199,9 @@ def _load(state: AppState) -> None:
     s = state.settings
     ranker = Ranker.load(
         s.artifact, verify_checksums=s.verify_checksums, encoder_preload=s.encoder_preload,
-        encoder_base_url=s.encoder_base_url, index=s.index, hnsw_m=s.hnsw_m,
-        hnsw_ef_construction=s.hnsw_ef_construction, hnsw_ef_search=s.hnsw_ef_search, cold_id=s.cold_id,
+        encoder_base_url=s.encoder_base_url, index=s.index, auto_hnsw_min_items=s.auto_hnsw_min_items,
+        hnsw_m=s.hnsw_m, hnsw_ef_construction=s.hnsw_ef_construction, hnsw_ef_search=s.hnsw_ef_search,
+        cold_id=s.cold_id,
         max_k=s.max_k, max_items_per_add=s.max_items_per_request,
     )
     store = SQLiteItemStore(s.store, ranker.version, max_items=s.max_cold_items, reset=s.reset_store)
@@ -262,9 +263,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.batcher.start()
         state.tasks.append(asyncio.get_running_loop().create_task(_sync_forever(state), name="store-sync"))
         state.ready = True
+        kind = state.ranker.index_kind if s.index != "auto" else f"{state.ranker.index_kind} (auto)"
         log.info(
             "ready: model %s, %d items (%d cold), %s index, store %s", state.ranker.version, state.ranker.size,
-            state.ranker.num_cold, s.index, s.store,
+            state.ranker.num_cold, kind, s.store,
         )
         yield
     finally:
@@ -453,7 +455,7 @@ async def readyz(state: AnyState, response: Response) -> ReadyResponse:
         response.headers["Retry-After"] = "1"
     return ReadyResponse(
         status="ready" if state.store_problem is None else "store unavailable", model=state.model_info,
-        items=r.size, cold_items=r.num_cold, index=state.settings.index, pid=os.getpid(),
+        items=r.size, cold_items=r.num_cold, index=r.index_kind, pid=os.getpid(),
         problem=state.store_problem,
     )
 

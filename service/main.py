@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--store", type=Path, help="cold-item SQLite file (default ./alphafuse-store.sqlite3)")
-    p.add_argument("--index", choices=["flat", "hnsw"])
+    p.add_argument("--index", choices=["auto", "flat", "hnsw"])
     p.add_argument("--allow-open-writes", action="store_true", help="no API token on a non-loopback address")
     p.add_argument("--reset-store", action="store_true", help="start over if the store fails its startup checks")
     p.add_argument("--log-level", default="info")

@@ -41,6 +41,7 @@ from service.errors import (
     ServiceError,
     UnknownItems,
 )
+from service.settings import AUTO_HNSW_MIN_ITEMS
 from service.store import ItemStore, StoredItem
 from training.encoders import TEXT_TEMPLATE_VERSION, TextEncoder, encoder_from_identity, item_text
 from training.evaluate import pad_histories
@@ -48,6 +49,7 @@ from training.evaluate import pad_histories
 log = logging.getLogger(__name__)
 
 IndexKind = Literal["flat", "hnsw"]
+IndexChoice = Literal["auto", "flat", "hnsw"]
 EXACT_FETCH_MIN = 1024  # a query needing more index results than this (and > 1/4 of the items) is scanned
 
 
@@ -93,6 +95,18 @@ class AddedItem:
     seq: int
 
 
+def choose_index(choice: IndexChoice, num_items: int, hnsw_min_items: int = AUTO_HNSW_MIN_ITEMS) -> IndexKind:
+    """The index a catalogue of `num_items` is served from. `auto`: flat (exact, nothing to build at
+    startup) below `hnsw_min_items`, where its O(N D) per query is still cheap; HNSW from there on, where
+    its near-constant latency is worth approximate answers and a build at every start (the threshold is
+    provisional: `service.settings.AUTO_HNSW_MIN_ITEMS`)."""
+    if choice == "auto":
+        return "hnsw" if num_items >= hnsw_min_items else "flat"
+    if choice == "flat" or choice == "hnsw":
+        return choice
+    raise ValueError(f"index must be 'auto', 'flat' or 'hnsw', got {choice!r}")
+
+
 def artifact_version(artifact: Artifact, cold_id: ColdId) -> str:
     """`<model version>+<digest>`: the digest covers everything a cold item's vector depends on (model and
     projection files, language scale, encoder identity, text template, cold-ID rule), so stored vectors are never served
@@ -119,7 +133,8 @@ class Ranker:
         self,
         artifact: Artifact,
         *,
-        index: IndexKind = "flat",
+        index: IndexChoice = "flat",
+        auto_hnsw_min_items: int = AUTO_HNSW_MIN_ITEMS,
         hnsw_m: int = 32,
         hnsw_ef_construction: int = 200,
         hnsw_ef_search: int = 128,
@@ -130,11 +145,12 @@ class Ranker:
         encoder_factory: Callable[[], TextEncoder] | None = None,
     ) -> None:
         """`encoder` (or a lazy `encoder_factory`) encodes new items' text; without either, items need an
-        `embedding`. Use `Ranker.load` to build one from an artifact directory with its own encoder."""
+        `embedding`. Use `Ranker.load` to build one from an artifact directory with its own encoder.
+        `index="auto"` picks by the trained catalogue's size (`choose_index`), once: cold items added
+        later never switch it."""
         if cold_id not in ("zeros", "mean"):
             raise ValueError(f"cold_id must be 'zeros' or 'mean', got {cold_id!r}")
-        if index not in ("flat", "hnsw"):
-            raise ValueError(f"index must be 'flat' or 'hnsw', got {index!r}")
+        index_kind = choose_index(index, len(artifact.item_ids), auto_hnsw_min_items)
         self.artifact = artifact
         self.model = artifact.model.eval()
         self.cfg = artifact.config
@@ -148,7 +164,7 @@ class Ranker:
         self.model_version = str(model_info.get("version", "unversioned"))
         self._encoder = encoder
         self._encoder_factory = encoder_factory
-        self._index_kind: IndexKind = index
+        self._index_kind: IndexKind = index_kind
         self._hnsw = (hnsw_m, hnsw_ef_construction, hnsw_ef_search)
 
         with torch.no_grad():
@@ -249,6 +265,11 @@ class Ranker:
     def num_rows(self) -> int:
         """Rows in the input table after padding: `size` plus the rows of deleted cold items."""
         return len(self._ids)
+
+    @property
+    def index_kind(self) -> IndexKind:
+        """The index actually serving (what `index="auto"` resolved to)."""
+        return self._index_kind
 
     @property
     def num_cold(self) -> int:

@@ -16,6 +16,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "ALPHAFUSE_"
 
+# ALPHAFUSE_INDEX=auto serves catalogues of at least this many trained items from HNSW, smaller ones
+# exactly (flat). PROVISIONAL, and conservative (exact for as long as it is affordable): measured only at
+# 10^5 items, on a loaded 2-core machine (benchmarks/catalogue.py, README "Serving"), where a flat search
+# of a 32-query batch took 66-82 ms on one thread against 23-25 ms for HNSW (efSearch 128, recall@10 0.96
+# on the Toys table tiled with noise), and flat time grows linearly with N. Rerun it at 10^5 and 10^6 on
+# an idle machine, then move it.
+AUTO_HNSW_MIN_ITEMS = 100_000
+
 
 class ServiceSettings(BaseSettings):
     """Everything the online service can be told. Defaults suit one worker on a small CPU box.
@@ -32,8 +40,14 @@ class ServiceSettings(BaseSettings):
         default=Path("alphafuse-store.sqlite3"),
         description="SQLite file holding cold items (created if absent); shared by all workers on one host",
     )
-    index: Literal["flat", "hnsw"] = Field(
-        default="flat", description="flat: exact inner product; hnsw: faiss IndexHNSWFlat (approximate)"
+    index: Literal["auto", "flat", "hnsw"] = Field(
+        default="auto",
+        description="flat: exact inner product; hnsw: faiss IndexHNSWFlat (approximate); auto: hnsw for "
+        "catalogues of at least AUTO_HNSW_MIN_ITEMS trained items, flat below",
+    )
+    auto_hnsw_min_items: int = Field(
+        default=AUTO_HNSW_MIN_ITEMS, ge=1,
+        description="with index=auto, the trained catalogue size from which HNSW is used (provisional threshold)",
     )
     hnsw_m: int = Field(default=32, ge=4, le=256, description="HNSW graph degree M")
     hnsw_ef_construction: int = Field(default=200, ge=8, description="HNSW efConstruction")

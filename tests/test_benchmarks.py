@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import write_tiny_dataset
@@ -77,3 +78,26 @@ def test_weak_text_copy_keeps_every_item(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
     assert records == [{"item_id": "a", "title": "Red ball"}, {"item_id": "b", "title": "b"}]
     assert (out / "interactions.csv").read_text() == (src / "interactions.csv").read_text()
+
+
+def test_catalogue_benchmark_on_a_tiny_catalogue(tmp_path: Path) -> None:
+    art = tmp_path / "art"
+    art.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(art / "item_table.npy", rng.standard_normal((50, 16)).astype(np.float32))
+    for source in ("random", f"artifact:{art}"):
+        _run("catalogue.py", "--sizes", "300", "600", "--dim", "16", "--queries", "40", "--batch", "16",
+             "--hnsw-ef-construction", "40", "--ivf-nprobe", "4", "--source", source, "--out", str(tmp_path))
+        result = json.loads((tmp_path / "catalogue.json").read_text())
+        rows = result["rows"]
+        assert [(r["n"], r["index"]) for r in rows] == [
+            (n, kind) for n in (300, 600) for kind in ("flat", "hnsw", "hnsw", "ivf")
+        ]
+        for r in rows:
+            assert r["batches"] == 3 and r["batch_ms_p50"] > 0 and r["build_s"] >= 0
+            assert 0 <= r["recall"] <= 1
+        flat = [r for r in rows if r["index"] == "flat"]
+        assert all(r["recall"] == 1.0 and r["bytes_per_item"] >= 16 * 4 for r in flat)  # exact, float32 rows
+        hnsw = [r for r in rows if r["index"] == "hnsw"]
+        assert all(r["bytes_per_item"] > flat[0]["bytes_per_item"] for r in hnsw)  # the graph costs memory
+        assert "| 300 | flat | exact |" in (tmp_path / "catalogue.md").read_text()

@@ -284,6 +284,22 @@ def test_hnsw_and_unbatched_settings_serve_the_same_top_items(tiny_artifact: Pat
     assert results[0] == results[1] == results[2]
 
 
+def test_index_auto_is_the_default_and_picks_by_catalogue_size(tiny_artifact: Path, tmp_path: Path) -> None:
+    from service.ranker import choose_index
+    from service.settings import AUTO_HNSW_MIN_ITEMS
+
+    assert _settings(tiny_artifact, tmp_path / "s.sqlite3").index == "auto"
+    assert choose_index("auto", AUTO_HNSW_MIN_ITEMS - 1) == "flat"  # exact below the threshold
+    assert choose_index("auto", AUTO_HNSW_MIN_ITEMS) == "hnsw"
+    assert choose_index("flat", 10**9) == "flat" and choose_index("hnsw", 1) == "hnsw"  # explicit wins
+    with pytest.raises(ValueError, match="'auto', 'flat' or 'hnsw'"):
+        choose_index("ivf", 10)  # type: ignore[arg-type]
+    for threshold, kind in ((25, "flat"), (24, "hnsw")):  # the tiny catalogue has 24 trained items
+        settings = _settings(tiny_artifact, tmp_path / f"s{threshold}.sqlite3", auto_hnsw_min_items=threshold)
+        with TestClient(create_app(settings)) as c:
+            assert c.get("/readyz").json()["index"] == kind  # what serves, not the setting's word "auto"
+
+
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ALPHAFUSE_ARTIFACT", str(tmp_path))
     monkeypatch.setenv("ALPHAFUSE_INDEX", "hnsw")

@@ -172,7 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--workers", type=int, default=1, help="worker processes sharing the cold-item store")
     srv.add_argument("--store", type=Path, default=None, help="cold-item SQLite file (ALPHAFUSE_STORE)")
-    srv.add_argument("--index", choices=["flat", "hnsw"], default=None, help="FAISS index (default flat, exact)")
+    srv.add_argument(
+        "--index", choices=["auto", "flat", "hnsw"], default=None,
+        help="FAISS index (default auto: flat, exact, below ALPHAFUSE_AUTO_HNSW_MIN_ITEMS trained items, hnsw above)",
+    )
     srv.add_argument(
         "--allow-open-writes", action="store_true",
         help="serve on a non-loopback address without ALPHAFUSE_API_TOKEN (anyone may add and delete items)",
