@@ -286,8 +286,9 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"- artifact: `{cfg['artifact']}` ({ready.get('items')} items, index {ready.get('index')}, "
         f"model {ready.get('model', {}).get('name')})",
-        f"- server: code from `{cfg.get('server_root')}` {' '.join(cfg.get('server_path') or [])}, "
-        f"{cfg['workers']} worker(s), env overrides {cfg['env'] or 'none'}"
+        f"- server: code from `{cfg.get('server_root')}`"
+        + "".join(f" + `{extra}`" for extra in cfg.get("server_path") or [])
+        + f", {cfg['workers']} worker(s), env overrides {cfg['env'] or 'none'}"
         + (", **profiled with py-spy**" if cfg.get("profile") else ""),
         f"- load: {cfg['duration_s']:g} s per row after {cfg['warmup_s']:g} s warm-up, {cfg['histories']} test "
         f"histories of {cfg['data']} ({cfg['protocol']}), k={cfg['k']}, items_ratio={cfg['items_ratio']:g}",

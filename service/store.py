@@ -135,6 +135,14 @@ CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL
 """
 
 
+# The unary + keeps SQLite off the (artifact_version, item_id) index: with it, the planner scanned every
+# row of this version and sorted them for each call (measured: 0.6 ms at 10,000 cold items, growing with
+# the store); on the rowid range it reads only the new rows (4 us).
+CHANGES_SINCE = (
+    "SELECT seq, item_id, record, vector, created_at, deleted FROM cold_items "
+    "WHERE seq > ? AND +artifact_version = ? ORDER BY seq"
+)
+
 ACK_SUFFIX = ".ack"
 _ACK_BYTES = 128  # the .ack record is rewritten in place at this fixed size: one sector, never torn
 
@@ -454,11 +462,7 @@ class SQLiteItemStore:
     def changes_since(self, seq: int) -> list[StoredItem]:
         """Rows of this artifact version with sequence number > `seq`, oldest first, tombstones included."""
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT seq, item_id, record, vector, created_at, deleted FROM cold_items "
-                "WHERE seq > ? AND artifact_version = ? ORDER BY seq",
-                (seq, self.artifact_version),
-            ).fetchall()
+            rows = self._conn.execute(CHANGES_SINCE, (seq, self.artifact_version)).fetchall()
         return [_row(r) for r in rows]
 
     def change_token(self) -> tuple[int, int]:

@@ -106,6 +106,17 @@ def test_the_change_token_moves_with_every_commit_of_any_connection_and_only_the
     other.close()
 
 
+def test_changes_since_reads_the_new_rows_by_sequence_not_the_whole_version(tmp_path: Path) -> None:
+    from service.store import CHANGES_SINCE
+
+    store = SQLiteItemStore(tmp_path / "s.sqlite3", "v1")
+    store.add([_item(f"i{n}") for n in range(50)])
+    plan = " ".join(str(row[-1]) for row in store._conn.execute("EXPLAIN QUERY PLAN " + CHANGES_SINCE, (0, "v1")))
+    assert "INTEGER PRIMARY KEY" in plan and "TEMP B-TREE" not in plan, plan  # a rowid range, no sort
+    assert [r.item_id for r in store.changes_since(48)] == ["i48", "i49"]
+    store.close()
+
+
 def test_refuses_a_file_that_is_not_a_store(tmp_path: Path) -> None:
     bad = tmp_path / "bad.sqlite3"
     bad.write_bytes(b"this is not a database" * 100)
