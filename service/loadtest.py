@@ -455,7 +455,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service.loadtest", description=__doc__.split("\n")[0])
     add_loadtest_args(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from training.logs import setup_logging
+
+    setup_logging()
     try:
         return cmd_loadtest(args)
     except (ValueError, FileNotFoundError) as e:

@@ -33,8 +33,9 @@ FACTORY = "service.main:app_from_env"
 def app_from_env() -> FastAPI:
     """uvicorn factory (`--factory`): the app for the settings in the `ALPHAFUSE_*` environment."""
     from service.app import create_app
+    from training.logs import setup_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     return create_app(ServiceSettings())  # type: ignore[call-arg]
 
 

@@ -157,3 +157,12 @@ def test_serve_lets_uvicorn_pick_uvloop_and_httptools(
     assert config.http_protocol_class is HttpToolsProtocol
     assert config.get_loop_factory() is uvloop.new_event_loop
     assert event_loop_and_http() == ("uvloop", "httptools")
+
+
+def test_logging_setup_keeps_faiss_loader_lines_quiet() -> None:
+    # a fresh interpreter: faiss logs its loader attempts only on its first import
+    code = "from training.logs import setup_logging; setup_logging(); import faiss; print(faiss.__version__)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "Could not load library" not in run.stderr and "faiss.loader" not in run.stderr

@@ -197,10 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from training.logs import setup_logging
+
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     from model.artifact import ArtifactError
     from training.data import DownloadError
 
