@@ -83,12 +83,44 @@ class SyntheticItems:
         return {"item_id": f"{self.prefix}-{n}", "title": title, "categories": ["Toys & Games", "Load Test"]}
 
 
+EXAMPLE_CHARS = 200  # of the first error body kept per status or exception
+
+
+def _error_text(response: httpx.Response) -> str:
+    """The service's one-line `detail`, else the start of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    text = detail if isinstance(detail, str) else response.text
+    return " ".join(text.split())[:EXAMPLE_CHARS]
+
+
 @dataclass
 class _RouteStats:
     latencies_ms: list[float] = field(default_factory=list)  # of 2xx responses only
     requests: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     exceptions: Counter[str] = field(default_factory=Counter)
+    # the first answer per failing status (or exception type): a count of 422s alone does not say why
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def record(self, response: httpx.Response) -> bool:
+        """Count one answer; True if it was a success."""
+        code = str(response.status_code)
+        self.statuses[code] += 1
+        if response.is_success:
+            return True
+        if code not in self.examples:
+            self.examples[code] = _error_text(response)
+        return False
+
+    def record_exception(self, exc: Exception) -> None:
+        name = type(exc).__name__
+        self.exceptions[name] += 1
+        if name not in self.examples:
+            self.examples[name] = " ".join(str(exc).split())[:EXAMPLE_CHARS]
 
     def summary(self, duration_s: float) -> dict[str, Any]:
         ok = len(self.latencies_ms)
@@ -100,6 +132,7 @@ class _RouteStats:
             "ok_rps": ok / duration_s if duration_s > 0 else 0.0,
             "status": dict(sorted(self.statuses.items())),
             "exceptions": dict(sorted(self.exceptions.items())),
+            "error_examples": dict(sorted(self.examples.items())),
         }
         out["latency_ms"] = _latency_summary(self.latencies_ms)
         return out
@@ -205,11 +238,10 @@ async def run_loadtest(
                 try:
                     response = await client.request(method, route_path, json=body)
                 except httpx.HTTPError as exc:
-                    route.exceptions[type(exc).__name__] += 1
+                    route.record_exception(exc)
                     continue
                 elapsed_ms = (time.perf_counter() - t0) * 1e3
-                route.statuses[str(response.status_code)] += 1
-                if response.is_success:
+                if route.record(response):
                     route.latencies_ms.append(elapsed_ms)
 
         await asyncio.gather(*(worker(client) for client in clients))
@@ -220,9 +252,12 @@ async def run_loadtest(
     ok = sum(len(s.latencies_ms) for s in stats.values())
     statuses: Counter[str] = Counter()
     exceptions: Counter[str] = Counter()
+    examples: dict[str, str] = {}
     for s in stats.values():
         statuses.update({c: n for c, n in s.statuses.items() if not c.startswith("2")})
         exceptions.update(s.exceptions)
+        for key, text in s.examples.items():
+            examples.setdefault(key, text)
     return {
         "url": url,
         "path": path,
@@ -241,6 +276,7 @@ async def run_loadtest(
         "latency_ms": _latency_summary([v for s in stats.values() for v in s.latencies_ms]),
         "error_status": dict(sorted(statuses.items())),
         "error_exceptions": dict(sorted(exceptions.items())),
+        "error_examples": dict(sorted(examples.items())),
         "routes": routes,
     }
 
@@ -308,12 +344,11 @@ async def run_open_loop(
             try:
                 response = await client.request("POST" if recommend else "GET", path, json=body)
             except httpx.HTTPError as exc:
-                stats.exceptions[type(exc).__name__] += 1
+                stats.record_exception(exc)
                 return
             finally:
                 idle.put_nowait(client)
-            stats.statuses[str(response.status_code)] += 1
-            if response.is_success:
+            if stats.record(response):
                 stats.latencies_ms.append((time.perf_counter() - scheduled) * 1e3)
 
         start = time.perf_counter()
@@ -341,8 +376,25 @@ async def run_open_loop(
         "duration_s": duration, "throughput_rps": summary["throughput_rps"], "ok_rps": summary["ok_rps"],
         "latency_ms": summary["latency_ms"], "error_status": {c: n for c, n in summary["status"].items()
                                                               if not c.startswith("2")},
-        "error_exceptions": summary["exceptions"], "max_send_lag_ms": lag_ms, "routes": {route: summary},
+        "error_exceptions": summary["exceptions"], "error_examples": summary["error_examples"],
+        "max_send_lag_ms": lag_ms, "routes": {route: summary},
     }  # fmt: skip
+
+
+def failure_verdict(report: dict[str, Any], max_failure_share: float) -> str | None:
+    """None if the run passes; else one line: how many requests failed and the commonest error, with
+    the first answer it got. A run fails when every request failed, or more than `max_failure_share` did."""
+    total, errors = int(report["requests"]), int(report["errors"])
+    if total == 0 or errors == 0 or (errors < total and errors / total <= max_failure_share):
+        return None
+    causes = Counter({f"HTTP {code}": n for code, n in report["error_status"].items()})
+    causes.update(report["error_exceptions"])
+    cause, count = causes.most_common(1)[0]
+    example = report.get("error_examples", {}).get(cause.removeprefix("HTTP "), "")
+    return (
+        f"{errors} of {total} requests failed ({errors / total:.1%}; allowed {max_failure_share:.1%}); "
+        f"commonest: {cause} x{count}" + (f": {example}" if example else "")
+    )
 
 
 # ---------------------------------------------------------------------------------------------- workload
@@ -409,37 +461,68 @@ def add_loadtest_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--path", default=RECOMMEND_PATH, help="/recommend (POST histories) or a GET path")
     parser.add_argument("--k", type=int, default=10, help="items per recommendation")
+    parser.add_argument(
+        "--artifact", default=None,
+        help="artifact directory of the served model: --data, --split, --protocol and --seed default to what "
+        "it was trained with",
+    )
     parser.add_argument("--data", default=None, help="dataset directory: histories come from its test split")
     parser.add_argument("--split", default=None, help="predefined split directory (as used in training)")
-    parser.add_argument("--protocol", default="cold-users", choices=PROTOCOLS)
-    parser.add_argument("--seed", type=int, default=0, help="split seed and request-mix seed")
+    parser.add_argument(
+        "--protocol", default=None, choices=PROTOCOLS, help="split protocol (default: the artifact's, else cold-users)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="split seed and request-mix seed (default: the artifact's, else 0)"
+    )
     parser.add_argument("--limit", type=int, default=2000, help="test histories to draw from")
     parser.add_argument("--histories", default=None, help="JSON file of histories instead of --data")
     parser.add_argument("--ignore-unknown", action="store_true", help="the server skips unknown history items")
     parser.add_argument("--timeout", type=float, default=10.0, help="per-request timeout in seconds")
     parser.add_argument("--out", default=None, help="also write the JSON report here")
+    parser.add_argument(
+        "--max-failure-share", type=float, default=0.01,
+        help="exit 1 if more than this share of requests fail (default: 0.01); a run where every request "
+        "fails always exits 1",
+    )
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    """`alphafuse loadtest`: run, print the JSON report, write it to --out."""
+    """`alphafuse loadtest`: run, print the JSON report, write it to --out; exit 1 (with one line on
+    stderr) when too many requests failed, so that a run against the wrong ids does not pass as a result."""
     if not is_loopback_url(args.url):  # before loading any data
         raise ValueError(f"refusing to load-test {args.url!r}: only loopback hosts (127.0.0.0/8, ::1, localhost)")
+    if not 0.0 <= args.max_failure_share <= 1.0:
+        raise ValueError(f"--max-failure-share must be in [0, 1], got {args.max_failure_share}")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a log line per request would be the bottleneck
+    data, split, protocol, seed = args.data, args.split, args.protocol, args.seed
+    if args.artifact:
+        from model.artifact import read_manifest
+        from training.provenance import resolve_data, trained_on
+
+        artifact = Path(args.artifact)
+        recorded = trained_on(read_manifest(artifact))
+        if not args.histories:
+            data = str(resolve_data(data, recorded, artifact))
+        split = split if split is not None else recorded.split
+        protocol = protocol or recorded.protocol
+        seed = seed if seed is not None else recorded.seed
+    protocol = protocol or "cold-users"
+    seed = seed if seed is not None else 0
     histories: list[list[str]] = []
     words: list[str] | None = None
     if args.histories:
         histories = read_histories_file(Path(args.histories))
-    elif args.data:
-        histories, words = load_workload(
-            Path(args.data), Path(args.split) if args.split else None, args.protocol, args.seed, args.limit
-        )
+    elif data:
+        histories, words = load_workload(Path(data), Path(split) if split else None, protocol, seed, args.limit)
     elif args.path == RECOMMEND_PATH and args.items_ratio < 1.0:
-        raise ValueError("the /recommend workload needs --data DIR (test-split histories) or --histories FILE")
+        raise ValueError(
+            "the /recommend workload needs --artifact DIR or --data DIR (test-split histories), or --histories FILE"
+        )
     report = asyncio.run(
         run_loadtest(
             args.url, histories, duration_s=args.duration, concurrency=args.concurrency,
             items_ratio=args.items_ratio, max_requests=args.max_requests, k=args.k, path=args.path,
-            title_words=words, ignore_unknown=args.ignore_unknown, timeout_s=args.timeout, seed=args.seed,
+            title_words=words, ignore_unknown=args.ignore_unknown, timeout_s=args.timeout, seed=seed,
         )
     )  # fmt: skip
     text = json.dumps(report, indent=2, sort_keys=True)
@@ -448,6 +531,10 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
+    verdict = failure_verdict(report, args.max_failure_share)
+    if verdict is not None:
+        print(f"loadtest: FAILED: {verdict}", file=sys.stderr)
+        return 1
     return 0
 
 

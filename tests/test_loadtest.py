@@ -264,3 +264,74 @@ def test_cli_writes_the_report(server: Running, tmp_path: Path, capsys: pytest.C
     assert report["requests"] == 9 and json.loads(capsys.readouterr().out)["requests"] == 9
     assert main(["--url", "http://10.1.2.3:8000", "--histories", str(hist)]) == 2
     assert main(["--url", server.url]) == 2  # /recommend needs histories
+
+
+def test_cli_fails_when_every_request_fails_naming_the_commonest_error(
+    server: Running, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hist = tmp_path / "h.json"
+    hist.write_text(json.dumps([["boom"]]))
+    argv = ["--url", server.url, "--duration", "5", "--concurrency", "2", "--max-requests", "9"]
+    argv += ["--histories", str(hist)]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["error_examples"] == {"500": "boom"}  # the report still comes out
+    assert captured.err.strip().splitlines()[-1] == (
+        "loadtest: FAILED: 9 of 9 requests failed (100.0%; allowed 1.0%); commonest: HTTP 500 x9: boom"
+    )
+    # even a threshold of 100% does not pass a run in which nothing succeeded
+    assert main([*argv, "--max-failure-share", "1"]) == 1
+
+
+def test_cli_failure_share_threshold(server: Running, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hist = tmp_path / "h.json"
+    hist.write_text(json.dumps([["boom"], ["fine"], ["fine", "too"]]))
+    argv = ["--url", server.url, "--duration", "5", "--concurrency", "2", "--max-requests", "30"]
+    argv += ["--histories", str(hist)]
+    assert main(argv) == 1  # about a third fail: far above the default 1%
+    report = json.loads(capsys.readouterr().out)
+    assert 0 < report["errors"] < report["requests"]
+    assert main([*argv, "--max-failure-share", "0.9"]) == 0
+    assert main([*argv, "--max-failure-share", "2"]) == 2  # not a share
+
+
+def test_failure_verdict_counts_exceptions_too() -> None:
+    from service.loadtest import failure_verdict
+
+    report = {"requests": 10, "errors": 10, "error_status": {"422": 3}, "error_exceptions": {"ConnectError": 7},
+              "error_examples": {"422": "unknown ids", "ConnectError": "refused"}}  # fmt: skip
+    assert failure_verdict(report, 0.01) == (
+        "10 of 10 requests failed (100.0%; allowed 1.0%); commonest: ConnectError x7: refused"
+    )
+    assert failure_verdict({**report, "errors": 0, "error_status": {}, "error_exceptions": {}}, 0.01) is None
+    assert failure_verdict({**report, "requests": 1000}, 0.01) is None  # 1% exactly passes
+    assert failure_verdict({**report, "requests": 0, "errors": 0}, 0.01) is None
+
+
+def test_cli_takes_the_workload_from_the_artifact_manifest(
+    server: Running, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import service.loadtest as lt
+
+    artifact = tmp_path / "model"
+    artifact.mkdir()
+    (artifact / "manifest.json").write_text(json.dumps({
+        "format_version": 1, "train_config": {"protocol": "loo", "seed": 3, "data": "relative/elsewhere"},
+        "dataset": {"path": str(tiny_data), "split": "generated(loo)"},
+    }))  # fmt: skip
+    calls: list[tuple[Any, ...]] = []
+    real = lt.load_workload
+
+    def spy(*args: Any) -> Any:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(lt, "load_workload", spy)
+    argv = ["--url", server.url, "--duration", "5", "--concurrency", "1", "--max-requests", "5"]
+    assert main([*argv, "--artifact", str(artifact)]) == 0
+    assert calls[-1] == (tiny_data, None, "loo", 3, 2000)
+    assert main([*argv, "--artifact", str(artifact), "--protocol", "cold-users", "--seed", "0"]) == 0
+    assert calls[-1] == (tiny_data, None, "cold-users", 0, 2000)  # flags override the manifest
+    gone = {"format_version": 1, "dataset": {"path": str(tmp_path / "gone")}}
+    (artifact / "manifest.json").write_text(json.dumps(gone))
+    assert main([*argv, "--artifact", str(artifact)]) == 2
