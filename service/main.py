@@ -23,7 +23,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from service.settings import ServiceSettings
+from service.settings import ENV_PREFIX, ServiceSettings
 
 log = logging.getLogger("service")
 
@@ -102,10 +102,11 @@ def event_loop_and_http() -> tuple[str, str]:
 
 
 def serve(
-    artifact: Path | str, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+    artifact: Path | str | None, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
     log_level: str = "info", **overrides: Any,
 ) -> int:
-    """Serve `artifact` until interrupted; returns the exit status.
+    """Serve `artifact` (None: the `ALPHAFUSE_ARTIFACT` environment variable) until interrupted; returns
+    the exit status.
 
     `overrides` are `ServiceSettings` fields (e.g. `store=`, `index="hnsw"`, `max_batch=1`). Startup
     errors a user can cause raise ValueError (one line) before uvicorn starts; a failure uvicorn sees
@@ -116,8 +117,15 @@ def serve(
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    settings = ServiceSettings(artifact=Path(artifact), **overrides)  # validate before forking anything
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if artifact is None and not os.environ.get(ENV_PREFIX + "ARTIFACT"):
+        raise ValueError(f"no artifact to serve: pass --artifact DIR or set {ENV_PREFIX}ARTIFACT")
+    # validate before forking anything; without `artifact` pydantic-settings reads ALPHAFUSE_ARTIFACT
+    if artifact is not None:
+        overrides = {**overrides, "artifact": Path(artifact)}
+    settings = ServiceSettings(**overrides)
+    from training.logs import setup_logging
+
+    setup_logging()
     preflight(settings, host, port)
     os.environ.update(settings.to_env())
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
@@ -150,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog="Every other setting is read from ALPHAFUSE_* environment variables (see service/settings.py), "
         "e.g. ALPHAFUSE_MAX_BATCH=1, ALPHAFUSE_COLD_ID=mean, ALPHAFUSE_TORCH_THREADS=1.",
     )
-    p.add_argument("artifact", type=Path, help="artifact directory")
+    p.add_argument("artifact", type=Path, nargs="?", help="artifact directory (default: ALPHAFUSE_ARTIFACT)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1)

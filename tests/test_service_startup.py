@@ -166,3 +166,31 @@ def test_logging_setup_keeps_faiss_loader_lines_quiet() -> None:
                          cwd=Path(__file__).resolve().parents[1])  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "Could not load library" not in run.stderr and "faiss.loader" not in run.stderr
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No ALPHAFUSE_* variables; serve() exports its settings, so set-then-delete lets monkeypatch undo that."""
+    from service.settings import ServiceSettings
+
+    for key in [*(f"ALPHAFUSE_{k.upper()}" for k in ServiceSettings.model_fields), "PROMETHEUS_MULTIPROC_DIR"]:
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+    return monkeypatch
+
+
+def test_serve_falls_back_to_the_artifact_setting(
+    capsys: pytest.CaptureFixture[str], tiny_artifact: Path, tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    code, err = _serve(capsys, "--port", str(_free_port()))
+    assert code == 2 and err == "alphafuse: error: no artifact to serve: pass --artifact DIR or set ALPHAFUSE_ARTIFACT"
+    calls: list[Any] = []
+    clean_env.setattr(uvicorn, "run", lambda app, **kw: calls.append(app))
+    clean_env.setenv("ALPHAFUSE_ARTIFACT", str(tiny_artifact))
+    clean_env.setenv("ALPHAFUSE_STORE", str(tmp_path / "s.sqlite3"))
+    assert cli_main(["serve", "--port", str(_free_port())]) == 0
+    (app,) = calls
+    assert app.state.service.settings.artifact == tiny_artifact
+    assert (tmp_path / "s.sqlite3").is_file()  # preflight opened the store the setting names

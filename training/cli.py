@@ -112,7 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _serve(Path(cfg.out), args.host, args.port, workers=1)
 
 
-def _serve(artifact: Path, host: str, port: int, workers: int, **overrides: Any) -> int:
+def _serve(artifact: Path | None, host: str, port: int, workers: int, **overrides: Any) -> int:
     from service.main import serve
 
     return serve(artifact, host=host, port=port, workers=workers, **overrides)
@@ -124,7 +124,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["allow_open_writes"] = True
     if args.reset_store:
         overrides["reset_store"] = True
-    return _serve(Path(args.artifact), args.host, args.port, args.workers, **overrides)
+    artifact = Path(args.artifact) if args.artifact is not None else None
+    return _serve(artifact, args.host, args.port, args.workers, **overrides)
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
@@ -167,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-serve", action="store_true", help="stop after training")
     demo.set_defaults(func=cmd_demo)
     srv = sub.add_parser("serve", help="serve an artifact over HTTP (FastAPI + uvicorn)")
-    srv.add_argument("--artifact", required=True, help="artifact directory written by train")
+    srv.add_argument(
+        "--artifact", default=None, help="artifact directory written by train (default: ALPHAFUSE_ARTIFACT)"
+    )
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--workers", type=int, default=1, help="worker processes sharing the cold-item store")
