@@ -99,10 +99,14 @@ def test_cli_train_and_evaluate(tiny_data: Path, tmp_path: Path, capsys: pytest.
     trained = json.loads(capsys.readouterr().out)
     assert set(trained) == {"valid", "test"} and "ndcg@20" in trained["test"]
     assert json.loads((out / "metrics.json").read_text()) == trained
-    assert cli_main(["evaluate", "--artifact", str(out), "--data", str(tiny_data), "--protocol", "loo"]) == 0
+    # every input defaults to what the artifact records (data, protocol, split, seed)
+    assert cli_main(["evaluate", "--artifact", str(out)]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     for split in ("valid", "test"):
         assert evaluated[split] == pytest.approx(trained[split])
+    # flags override: the cold-users protocol is another split, so other numbers
+    assert cli_main(["evaluate", "--artifact", str(out), "--protocol", "cold-users"]) == 0
+    assert json.loads(capsys.readouterr().out)["test"]["cases"] != trained["test"]["cases"]
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,3 +117,11 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     bad.write_text("epochz = 3\n")
     assert cli_main(["train", "--config", str(bad)]) == 2
     assert "unknown keys: epochz" in capsys.readouterr().err
+
+
+def test_train_help_is_written_for_users(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli_main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "METHOD.md" not in text and "(default: '')" not in text and "(default: None)" not in text
+    assert "(required; or in --config)" in text and "(default: cold-users)" in text and "(default: on)" in text

@@ -29,6 +29,16 @@ def _field_help() -> dict[str, str]:
     return dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.+)$", source, flags=re.M))
 
 
+def _default_note(default: Any) -> str:
+    """` (default: X)` as a user would type X; nothing where there is no value to show (the help text
+    says what unset or empty means)."""
+    if default is None or default == "":
+        return ""
+    if isinstance(default, bool):
+        return f" (default: {'on' if default else 'off'})"
+    return f" (default: {default})"
+
+
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
     helps = _field_help()
     hints = typing.get_type_hints(TrainConfig)
@@ -38,7 +48,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
         if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `X | None`: the flag takes an X
             hint = next(a for a in typing.get_args(hint) if a is not type(None))
         default = f.default if f.default is not MISSING else None
-        text = f"{helps.get(f.name, '')} (default: {default!r})"
+        text = helps.get(f.name, "") + _default_note(default)
         choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
         if hint is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
@@ -75,19 +85,29 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from model.artifact import load_artifact
-    from training.data import load_dataset
+    from training.data import k_core, load_dataset
     from training.evaluate import evaluate_cases
+    from training.provenance import resolve_data, trained_on
     from training.splits import split_for
 
-    art = load_artifact(Path(args.artifact))
-    trained = art.manifest.get("train_config", {})
-    seed = args.seed if args.seed is not None else int(trained.get("seed", 0))
-    split_dir = args.split if args.split is not None else trained.get("split")
-    ds = load_dataset(Path(args.data))
-    split = split_for(ds, args.protocol, seed, Path(split_dir) if split_dir else None)
+    artifact = Path(args.artifact)
+    art = load_artifact(artifact)
+    # every input defaults to what the artifact was trained with, so a bare `evaluate --artifact DIR`
+    # rebuilds the same split; flags override
+    recorded = trained_on(art.manifest)
+    protocol = args.protocol or recorded.protocol
+    if protocol is None:
+        raise ValueError(f"{artifact}/manifest.json does not record its protocol: pass --protocol")
+    seed = args.seed if args.seed is not None else recorded.seed
+    split_dir = args.split if args.split is not None else recorded.split
+    mask_history = args.mask_history if args.mask_history is not None else recorded.mask_history
+    ds = load_dataset(resolve_data(args.data, recorded, artifact))
+    if recorded.k_core > 1:
+        ds = k_core(ds, recorded.k_core)
+    split = split_for(ds, protocol, seed, Path(split_dir) if split_dir else None)
     index = {item: row + 1 for row, item in enumerate(art.item_ids)}
     metrics = {
-        name: evaluate_cases(art.model, cases, index, mask_history=args.mask_history)
+        name: evaluate_cases(art.model, cases, index, mask_history=mask_history)
         for name, cases in (("valid", split.valid), ("test", split.test))
     }
     print(json.dumps(metrics, indent=2, sort_keys=True))
@@ -152,11 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="evaluate an artifact on a dataset's split, print metrics JSON")
     ev.add_argument("--artifact", required=True, help="artifact directory written by train")
-    ev.add_argument("--data", required=True, help="dataset directory")
-    ev.add_argument("--protocol", required=True, choices=PROTOCOLS)
+    ev.add_argument("--data", default=None, help="dataset directory (default: the one it was trained on)")
+    ev.add_argument("--protocol", default=None, choices=PROTOCOLS, help="evaluation protocol (default: as trained)")
     ev.add_argument("--split", default=None, help="predefined split directory (default: as trained)")
     ev.add_argument("--seed", type=int, default=None, help="split seed (default: as trained)")
-    ev.add_argument("--mask-history", action="store_true", help="history items do not compete")
+    ev.add_argument(
+        "--mask-history", action=argparse.BooleanOptionalAction, default=None,
+        help="history items do not compete (default: as trained)",
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="the main job: MovieLens-100k -> embed -> train briefly -> serve")

@@ -25,33 +25,33 @@ DEFAULT_THRESHOLD = 0.25 / 40**2
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str = ""  # dataset directory (canonical, MovieLens or Amazon files)
-    split: str | None = None  # directory with train/valid/test.csv: a predefined split
-    protocol: Protocol = "cold-users"  # evaluation protocol (METHOD.md section 3)
+    data: str = ""  # dataset directory: canonical CSV + JSONL, MovieLens or Amazon (required; or in --config)
+    split: str | None = None  # folder with train.csv, valid.csv, test.csv: use that split instead of making one
+    protocol: Protocol = "cold-users"  # split: loo (each user's last item), cold-users (test users unseen)
     out: str = "runs/model"  # artifact directory to write
     seed: int = 0  # seeds the split, initialisation, shuffling, negatives and dreamrec's starting noise
-    k_core: int = 0  # drop users/items with fewer interactions (0 = keep all)
+    k_core: int = 0  # repeatedly drop users and items with fewer than K interactions (0: keep all)
     backbone: Literal["sasrec", "dreamrec"] = "sasrec"  # sasrec (discriminative) or dreamrec (diffusion)
-    item_embedding: ItemEmbeddingKind = "alphafuse"  # item-embedding variant (the baselines: sasrec only)
-    encoder: str = "minilm"  # text encoder spec: minilm | st:DIR | openai:MODEL | npy:EMB.npy:IDS.json
-    cache_dir: str = ".cache/embeddings"  # on-disk language-embedding cache ("" disables)
-    hidden_dim: int = 128  # d_s + d_n (sasrec); id/llminit width (both backbones)
-    d_n: int = 96  # null-space width hosting the IDs, of hidden_dim (dreamrec: used only when --threshold < 0)
-    threshold: float = DEFAULT_THRESHOLD  # dreamrec+alphafuse: null space = directions with S <= this (< 0: by --d-n)
-    weighting: Literal["uniform", "popularity"] = "uniform"  # mean/covariance weights
-    standardise: bool = True  # whiten kept directions by S^-1/2 (False = ablation)
-    clip: bool = True  # sasrec: keep only hidden_dim directions (False = ablation); dreamrec never clips
-    freeze_language: bool = True  # freeze the language part (False = ablation)
-    eig_floor: float = 1e-6  # eigenvalue floor before whitening
+    item_embedding: ItemEmbeddingKind = "alphafuse"  # how item vectors are made (baselines: sasrec backbone only)
+    encoder: str = "minilm"  # text encoder: minilm (bundled) | st:DIR | openai:MODEL | npy:EMB.npy:IDS.json
+    cache_dir: str = ".cache/embeddings"  # folder caching text embeddings between runs ("" disables)
+    hidden_dim: int = 128  # item vector width: language part d_s + ID part d_n (sasrec); id/llminit width
+    d_n: int = 96  # width of the ID part (the null space), out of --hidden-dim (dreamrec: if --threshold < 0)
+    threshold: float = DEFAULT_THRESHOLD  # dreamrec+alphafuse: IDs in directions of text variance <= this (<0: --d-n)
+    weighting: Literal["uniform", "popularity"] = "uniform"  # item weights in the text mean and covariance
+    standardise: bool = True  # whiten the kept text directions to unit variance (off: ablation)
+    clip: bool = True  # sasrec: keep only the top --hidden-dim text directions (off: ablation); dreamrec: never
+    freeze_language: bool = True  # keep the text part of item vectors fixed in training (off: ablation)
+    eig_floor: float = 1e-6  # smallest variance a direction is whitened by (keeps tiny ones finite)
     scale: float = 1.0  # multiplies raw language embeddings before the decomposition
-    language_scale: float = 0.0  # factor on the whitened language coordinates (0 = 1/sqrt(kept) sasrec, 1 dreamrec)
-    id_init: Literal["zeros", "normal"] = "zeros"  # AlphaFuse ID initialisation
-    id_std: float = 0.0  # ID init std (0 = 1/sqrt(hidden) sasrec id, language scale alphafuse, else 1)
-    num_blocks: int = 1  # SASRec blocks
-    num_heads: int = 1  # SASRec heads
-    dropout: float | None = None  # SASRec dropout (None = by backbone: 0.3 sasrec, 0.1 dreamrec)
-    max_len: int = 10  # history window
-    loss: Literal["auto", "ce", "sampled-softmax", "infonce", "bce"] = "auto"  # auto: ce, or sampled-softmax when large
+    language_scale: float = 0.0  # factor on the whitened text part (0: 1/sqrt(width) sasrec, 1 dreamrec)
+    id_init: Literal["zeros", "normal"] = "zeros"  # alphafuse: how the ID part starts
+    id_std: float = 0.0  # std of normal ID init (0: 1/sqrt(width) sasrec id, language scale alphafuse, else 1)
+    num_blocks: int = 1  # transformer blocks
+    num_heads: int = 1  # attention heads
+    dropout: float | None = None  # dropout (unset: by backbone, 0.3 sasrec, 0.1 dreamrec)
+    max_len: int = 10  # history window: the most recent items the model reads
+    loss: Literal["auto", "ce", "sampled-softmax", "infonce", "bce"] = "auto"  # auto: ce; sampled-softmax if many items
     full_softmax_max_items: int = 100_000  # loss auto: full softmax CE up to this catalogue size
     softmax_negatives: int = 8192  # sampled-softmax: negatives per batch, drawn by popularity, logQ-corrected
     negatives: int = 64  # InfoNCE negatives
@@ -62,18 +62,18 @@ class TrainConfig:
     guidance: float = 5.0  # dreamrec: classifier-free guidance weight w
     p_uncond: float = 0.1  # dreamrec: probability of training with the null condition
     sampling_steps: int = 50  # dreamrec: strided DDIM steps at inference (saved in the artifact)
-    eval_sampling_steps: int = 0  # dreamrec: DDIM steps for validation during training (0 = --sampling-steps)
-    lr: float = 0.0  # Adam learning rate (0 = by backbone: 1e-3 sasrec, 1e-4 dreamrec)
+    eval_sampling_steps: int = 0  # dreamrec: DDIM steps for validation during training (0: --sampling-steps)
+    lr: float = 0.0  # learning rate (0: by backbone, 1e-3 sasrec, 1e-4 dreamrec)
     lr_schedule: Literal["constant", "cosine"] = "constant"  # after warm-up: constant, or cosine decay to 0 at --epochs
     warmup_steps: int = 0  # linear learning-rate warm-up over this many optimiser steps
     weight_decay: float = 0.0  # AdamW (decoupled) weight decay
-    batch_size: int = 0  # training windows per optimiser step (0 = by backbone: 64 sasrec, 256 dreamrec)
+    batch_size: int = 0  # training windows per optimiser step (0: by backbone, 64 sasrec, 256 dreamrec)
     epochs: int = 50  # maximum epochs
-    patience: int = 5  # epochs without validation NDCG@20 gain before stopping
+    patience: int = 5  # stop after this many epochs without a validation NDCG@20 gain
     eval_every: int = 1  # validate every N epochs
     eval_batch_size: int = 1024  # histories per evaluation batch
     mask_history: bool = False  # evaluation: history items do not compete (paper: off)
-    threads: int = 0  # torch intra-op threads (0 = torch default)
+    threads: int = 0  # torch threads (0: torch's default)
     align_weight: float = 0.1  # rlmrec-con/-gen: weight of the text-alignment loss added to the recommendation loss
 
     def __post_init__(self) -> None:
@@ -205,7 +205,7 @@ class TrainConfig:
 
 
 # Named recipes by backbone: field values applied under whatever the caller sets explicitly. "paper" is
-# AlphaFuse's published SASRec setting (METHOD.md section 2), kept so our default can be compared with it;
+# AlphaFuse's published SASRec setting (Hu et al., SIGIR 2025), kept so our default can be compared with it;
 # DreamRec's defaults already are the paper's diffusion settings (T = 2000, w = 5, p_uncond 0.1, hidden d_l)
 # apart from the measured lr 1e-4, so its paper preset changes nothing.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
