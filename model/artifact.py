@@ -131,7 +131,8 @@ def save_artifact(
     for name in files:
         (out / name).chmod(0o644)  # safetensors and mkstemp write 0600; the service may run as another user
     _write_atomic(out / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
-    log.info("wrote artifact %s (%d items, dim %d)", out, model.num_items, table.shape[1])
+    # debug: the CLI's closing summary names the artifact; at INFO the path was said twice
+    log.debug("wrote artifact %s (%d items, dim %d)", out, model.num_items, table.shape[1])
     return out
 
 

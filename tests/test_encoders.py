@@ -198,6 +198,16 @@ def test_sentence_transformers_missing_dir(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------- cache
 
 
+def test_a_long_encoding_without_a_progress_bar_logs_its_progress(caplog: pytest.LogCaptureFixture) -> None:
+    records = _records(encoders.ENCODE_LOG_MIN_TEXTS)
+    ids = list(records)
+    with caplog.at_level(logging.INFO, logger="training.encoders"):
+        out = embed_items(HashEncoder(), ids, records, None, progress=False)
+    np.testing.assert_array_equal(out, np.stack([_hash_vec(item_text(records[i]), 8) for i in ids]))
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("embedding texts:")]
+    assert len(said) == encoders.ENCODE_LOG_PARTS and said[-1].startswith("embedding texts: 100% (1000/1000)")
+
+
 def test_cache_second_run_encodes_nothing(tmp_path: Path) -> None:
     records = _records(6)
     records["dup"] = dict(records["i0"])  # same text as i0: encoded once

@@ -91,14 +91,19 @@ def test_training_windows_cover_every_target_once() -> None:
 
 def test_cli_train_and_evaluate(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "cfg.yaml"
-    config.write_text("hidden-dim: 8\nd_n: 4\nepochs: 1\nmax_len: 5\nitem_embedding: id\n")
+    config.write_text("hidden-dim: 8\nd_n: 4\nepochs: 2\nmax_len: 5\nitem_embedding: id\n")
     out = tmp_path / "model"
     code = cli_main(["train", "--config", str(config), "--data", str(tiny_data), "--protocol", "loo",
                      "--out", str(out), "--batch-size", "8"])
     assert code == 0
-    trained = json.loads(capsys.readouterr().out)
+    summary = capsys.readouterr().out
+    trained = json.loads((out / "metrics.json").read_text())
     assert set(trained) == {"valid", "test"} and "ndcg@20" in trained["test"]
-    assert json.loads((out / "metrics.json").read_text()) == trained
+    # a short summary: rounded test metrics, the selection, where the artifact is and how to serve it, once
+    assert summary.startswith("trained in ") and "best epoch " in summary
+    assert f"{trained['test']['ndcg@20']:.4f}" in summary and repr(trained["test"]["ndcg@20"]) not in summary
+    assert summary.count(str(out)) == 2  # "artifact: ..." and the serve command
+    assert summary.rstrip().splitlines()[-1].endswith(f"-m training.cli serve --artifact {out}")
     # every input defaults to what the artifact records (data, protocol, split, seed)
     assert cli_main(["evaluate", "--artifact", str(out)]) == 0
     evaluated = json.loads(capsys.readouterr().out)
@@ -109,14 +114,22 @@ def test_cli_train_and_evaluate(tiny_data: Path, tmp_path: Path, capsys: pytest.
     assert json.loads(capsys.readouterr().out)["test"]["cases"] != trained["test"]["cases"]
 
 
-def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["evaluate", "--artifact", str(tmp_path), "--data", str(tmp_path), "--protocol", "loo"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("alphafuse: error:") and "manifest.json" in err and "\n" not in err
-    bad = tmp_path / "c.toml"
-    bad.write_text("epochz = 3\n")
-    assert cli_main(["train", "--config", str(bad)]) == 2
-    assert "unknown keys: epochz" in capsys.readouterr().err
+def test_train_logs_progress_lines_when_stderr_is_not_a_terminal(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from training.progress import EpochProgress
+
+    with caplog.at_level(logging.INFO, logger="training.progress"):
+        progress = EpochProgress(3, 5, 100, terminal=False)
+        for _ in range(100):
+            progress.step(2.0)
+        progress.close()
+        short = EpochProgress(1, 5, 9, terminal=False)  # below 10 steps only the epoch summary says anything
+        for _ in range(9):
+            short.step(1.0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 9 and lines[0].startswith("epoch 3/5: 10% (10/100 steps), loss 2.0000")
+    assert lines[-1].startswith("epoch 3/5: 90% (90/100 steps)") and "left in this epoch" in lines[-1]
 
 
 def test_train_help_is_written_for_users(capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,3 +138,13 @@ def test_train_help_is_written_for_users(capsys: pytest.CaptureFixture[str]) -> 
     text = " ".join(capsys.readouterr().out.split())
     assert "METHOD.md" not in text and "(default: '')" not in text and "(default: None)" not in text
     assert "(required; or in --config)" in text and "(default: cold-users)" in text and "(default: on)" in text
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["evaluate", "--artifact", str(tmp_path), "--data", str(tmp_path), "--protocol", "loo"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("alphafuse: error:") and "manifest.json" in err and "\n" not in err
+    bad = tmp_path / "c.toml"
+    bad.write_text("epochz = 3\n")
+    assert cli_main(["train", "--config", str(bad)]) == 2
+    assert "unknown keys: epochz" in capsys.readouterr().err

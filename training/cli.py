@@ -7,16 +7,22 @@ import inspect
 import json
 import logging
 import re
+import shlex
+import shutil
 import sys
+import time
 import traceback
 import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from training.config import PRESETS, PROTOCOLS, TrainConfig, config_with_preset, read_config_file
+
+if TYPE_CHECKING:
+    from training.train import TrainResult
 
 log = logging.getLogger("alphafuse")
 
@@ -73,13 +79,46 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return config_with_preset(args.preset, values)
 
 
+def self_command() -> str:
+    """This CLI as the user can type it again: `alphafuse` where PATH finds this very script, else the
+    path it was started by (`.venv/bin/alphafuse` after scripts/demo.sh, which puts nothing on PATH),
+    else `python -m training.cli` with this interpreter."""
+    argv0 = sys.argv[0]
+    if Path(argv0).name == "alphafuse":
+        found = shutil.which("alphafuse")
+        if found is not None and Path(found).resolve() == Path(argv0).resolve():
+            return "alphafuse"
+        return shlex.quote(argv0)
+    return f"{shlex.quote(sys.executable)} -m training.cli"
+
+
+def training_summary(result: TrainResult, cfg: TrainConfig, wall_seconds: float) -> list[str]:
+    """The closing lines of `train` and `demo`: test metrics at 4 decimals, the model selection, the time."""
+    from training.progress import format_seconds
+    from training.train import SELECT_METRIC
+
+    test, valid = result.metrics["test"], result.metrics["valid"]
+    ks = sorted({int(key.split("@")[1]) for key in test if "@" in key})
+    lines = [
+        f"trained in {format_seconds(wall_seconds)}: best epoch {result.best_epoch} of {len(result.history)} "
+        f"(validation {SELECT_METRIC} {valid[SELECT_METRIC]:.4f})",
+        f"test ({int(test.get('cases', 0))} cases)" + "".join(f"{f'@{k}':>9}" for k in ks),
+    ]
+    for name in ("hr", "ndcg", "mrr"):
+        lines.append(f"  {name:<14}" + "".join(f"{test[f'{name}@{k}']:>9.4f}" for k in ks))
+    lines.append(f"artifact: {cfg.out} (all metrics in metrics.json, per epoch in history.json)")
+    return lines
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from training.train import run_training
 
     cfg = config_from_args(args)
+    started = time.perf_counter()
     result = run_training(cfg)
-    print(json.dumps(result.metrics, indent=2, sort_keys=True))
-    log.info("artifact written to %s", cfg.out)
+    lines = training_summary(result, cfg, time.perf_counter() - started)
+    lines.append(f"serve it: {self_command()} serve --artifact {shlex.quote(cfg.out)}")
+    print("\n".join(lines))
     return 0
 
 

@@ -243,6 +243,13 @@ class SentenceTransformerEncoder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
+        from training.progress import stderr_is_terminal
+
+        if not stderr_is_terminal():
+            # transformers draws a "Loading weights" tqdm bar, which a log file keeps as one long line
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
         self._model = SentenceTransformer(str(model_dir), device=device)
         self.path = model_dir
         self.device = device
@@ -720,20 +727,48 @@ def _save_cache(folder: Path, identity: Mapping[str, Any], hashes: list[str], ve
     _atomic_write(folder / "hashes.txt", lambda f: f.write(("\n".join(hashes) + "\n").encode("ascii")))
 
 
+ENCODE_LOG_MIN_TEXTS = 1000  # without a progress bar, encodings at least this long log their progress
+ENCODE_LOG_PARTS = 10
+
+
+def _encode_logged(encoder: TextEncoder, texts: list[str], progress: bool) -> np.ndarray:
+    """`encoder.encode(texts)`; without a progress bar (stderr not a terminal) a long encoding is done in
+    ENCODE_LOG_PARTS calls with a log line after each, so that a log shows it moving (the first MiniLM
+    encoding of a catalogue takes minutes on a small CPU)."""
+    if progress or len(texts) < ENCODE_LOG_MIN_TEXTS:
+        return np.asarray(encoder.encode(texts, progress=progress), dtype=np.float32)
+    size = math.ceil(len(texts) / ENCODE_LOG_PARTS)
+    parts: list[np.ndarray] = []
+    started = time.perf_counter()
+    for start in range(0, len(texts), size):
+        parts.append(np.asarray(encoder.encode(texts[start : start + size], progress=False), dtype=np.float32))
+        done = min(start + size, len(texts))
+        logger.info(
+            "embedding texts: %d%% (%d/%d), %.0f s", round(100 * done / len(texts)), done, len(texts),
+            time.perf_counter() - started,
+        )
+    return np.concatenate(parts, axis=0)
+
+
 def embed_items(
     encoder: TextEncoder,
     item_ids: Sequence[str],
     records: Mapping[str, Mapping[str, Any]],
     cache_dir: Path | None,
     *,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> np.ndarray:
     """E of shape (len(item_ids), encoder.dim), float32, rows in ``item_ids`` order.
 
     Texts come from `item_text`. With ``cache_dir``, vectors are cached per text sha256 in a folder keyed
     by the encoder identity and `TEXT_TEMPLATE_VERSION`; only texts not yet cached are encoded, each
-    distinct text once. A `PrecomputedEncoder` is served by `lookup` (no text, no cache).
+    distinct text once. A `PrecomputedEncoder` is served by `lookup` (no text, no cache). ``progress``:
+    a progress bar (default: when stderr is a terminal; else long encodings log their progress).
     """
+    if progress is None:
+        from training.progress import stderr_is_terminal
+
+        progress = stderr_is_terminal()
     if isinstance(encoder, PrecomputedEncoder):
         return encoder.lookup(item_ids)
     missing = [i for i in item_ids if i not in records]
@@ -772,7 +807,7 @@ def embed_items(
         )
         if todo:
             new = _as_matrix(
-                encoder.encode([text_of[h] for h in todo], progress=progress),
+                _encode_logged(encoder, [text_of[h] for h in todo], progress),
                 len(todo),
                 dim,
                 f"encoder {identity.get('kind')!r}",

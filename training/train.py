@@ -25,6 +25,7 @@ from training.config import TrainConfig
 from training.data import Dataset, k_core, load_dataset
 from training.encoders import TEXT_TEMPLATE_VERSION, embed_items, encoder_from_spec
 from training.evaluate import evaluate_cases
+from training.progress import EpochProgress, format_seconds
 from training.splits import Split, check_split_items, split_for, without_items
 
 log = logging.getLogger(__name__)
@@ -254,20 +255,27 @@ def fit(cfg: TrainConfig, prep: Prepared) -> TrainResult:
         model.train()
         order = torch.randperm(len(inputs), generator=gen)
         total, steps, t0 = 0.0, 0, time.perf_counter()
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            loss = model.loss(inputs[idx], targets[idx], generator=gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
-            steps += 1
+        progress = EpochProgress(epoch, cfg.epochs, steps_per_epoch)
+        try:
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                loss = model.loss(inputs[idx], targets[idx], generator=gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                value = loss.item()
+                total += value
+                steps += 1
+                progress.step(value)
+        finally:
+            progress.close()
         record = {
             "epoch": float(epoch), "loss": total / steps, "train_seconds": time.perf_counter() - t0,
             "lr": float(sched.get_last_lr()[0]),
         }
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            t1 = time.perf_counter()
             if isinstance(model, DreamRec) and cfg.eval_sampling_steps:
                 model.sampling_steps = cfg.eval_sampling_steps  # cheaper validation; restored below
             valid = evaluate_cases(
@@ -281,17 +289,27 @@ def fit(cfg: TrainConfig, prep: Prepared) -> TrainResult:
                 best_score, best_epoch = valid[SELECT_METRIC], epoch
                 best_state = copy.deepcopy(model.state_dict())
             log.info(
-                "epoch %d loss %.4f valid ndcg@20 %.4f (best %.4f @ %d) %.1fs",
-                epoch, record["loss"], valid[SELECT_METRIC], best_score, best_epoch, record["train_seconds"],
+                "epoch %d/%d: loss %.4f, valid %s %.4f (best %.4f at epoch %d), %s training + %s validation",
+                epoch, cfg.epochs, record["loss"], SELECT_METRIC, valid[SELECT_METRIC], best_score, best_epoch,
+                format_seconds(record["train_seconds"]), format_seconds(time.perf_counter() - t1),
+            )
+        else:
+            log.info(
+                "epoch %d/%d: loss %.4f, %s training (validation every %d epochs)", epoch, cfg.epochs,
+                record["loss"], format_seconds(record["train_seconds"]), cfg.eval_every,
             )
         record["elapsed_seconds"] = time.perf_counter() - started  # training + validation so far
         history.append(record)
         if epoch - best_epoch >= cfg.patience:
-            log.info("early stop at epoch %d (best %d)", epoch, best_epoch)
+            log.info(
+                "early stop at epoch %d: no validation gain in %d epochs (best: epoch %d)",
+                epoch, epoch - best_epoch, best_epoch,
+            )
             break
     model.load_state_dict(best_state)
     model.eval()
     seconds = time.perf_counter() - started
+    log.info("evaluating the best model (epoch %d) on the validation and test cases", best_epoch)
     metrics = {
         split: evaluate_cases(
             model, cases, prep.index, batch_size=cfg.eval_batch_size, mask_history=cfg.mask_history
