@@ -63,13 +63,10 @@ def check_port(host: str, port: int) -> None:
             raise ValueError(f"cannot listen on {host}:{port}: {e.strerror}") from e
 
 
-def preflight(settings: ServiceSettings, host: str, port: int) -> None:
-    """Every startup error a user can cause, as one ValueError, before uvicorn starts: the token, the
-    address, the artifact (files, checksums, config) and the store (path, startup checks)."""
-    from model.artifact import load_artifact
-    from service.ranker import artifact_version
-    from service.store import SQLiteItemStore
-
+def check_listen(settings: ServiceSettings, host: str, port: int) -> None:
+    """The startup errors that need no artifact: open writes on a public address, an address that cannot
+    be bound. `alphafuse demo` checks these before it trains, so a busy port fails in a second, not after
+    the training run."""
     token = settings.write_token()
     if token is None and not is_loopback(host) and not settings.allow_open_writes:
         raise ValueError(
@@ -77,6 +74,16 @@ def preflight(settings: ServiceSettings, host: str, port: int) -> None:
             "set ALPHAFUSE_API_TOKEN (or ALPHAFUSE_API_TOKEN_FILE), or pass --allow-open-writes"
         )
     check_port(host, port)
+
+
+def preflight(settings: ServiceSettings, host: str, port: int) -> None:
+    """Every startup error a user can cause, as one ValueError, before uvicorn starts: the token, the
+    address, the artifact (files, checksums, config) and the store (path, startup checks)."""
+    from model.artifact import load_artifact
+    from service.ranker import artifact_version
+    from service.store import SQLiteItemStore
+
+    check_listen(settings, host, port)
     art = load_artifact(settings.artifact, verify_checksums=settings.verify_checksums)
     version = artifact_version(art, settings.cold_id)
     SQLiteItemStore(settings.store, version, max_items=settings.max_cold_items, reset=settings.reset_store).close()

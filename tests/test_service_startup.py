@@ -194,3 +194,16 @@ def test_serve_falls_back_to_the_artifact_setting(
     (app,) = calls
     assert app.state.service.settings.artifact == tiny_artifact
     assert (tmp_path / "s.sqlite3").is_file()  # preflight opened the store the setting names
+
+
+def test_demo_checks_the_port_before_training(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        started = time.perf_counter()
+        # the data folder does not exist either: the port is the first thing checked
+        code = cli_main(["demo", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "m"), "--port", str(port)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == f"alphafuse: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert time.perf_counter() - started < 5 and not (tmp_path / "m").exists()

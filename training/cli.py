@@ -154,9 +154,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from service.main import check_listen
+    from service.settings import ServiceSettings
     from training.data import download_movielens_100k
     from training.train import run_training
 
+    if not args.no_serve:
+        # a busy port (or open writes on a public address) fails now, not after the training run
+        check_listen(ServiceSettings(artifact=Path(args.out)), args.host, args.port)
+    started = time.perf_counter()
     data = Path(args.data) if args.data else None
     if data is None:
         data = DEMO_DIR if (DEMO_DIR / "u.data").is_file() else download_movielens_100k(DEMO_DIR.parent)
@@ -165,9 +171,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
         max_len=50, seed=0,
     )
     result = run_training(cfg)
-    print(json.dumps({"test": result.metrics["test"]}, indent=2, sort_keys=True))
+    lines = training_summary(result, cfg, time.perf_counter() - started)
+    cmd, out = self_command(), shlex.quote(cfg.out)
+    later = f"  {cmd} serve --artifact {out}"
     if args.no_serve:
+        print("\n".join([*lines, "serve it:", later]))
         return 0
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    base = f"http://{host}:{args.port}"
+    history = next((list(c.history[-3:]) for c in result.prepared.split.test if c.history), [])
+    body = json.dumps({"history": history, "k": 5})
+    print("\n".join([
+        *lines,
+        f"serving it now on {base} (Ctrl-C stops); in another shell:",
+        f"  curl -s {base}/recommend -H 'content-type: application/json' -d {shlex.quote(body)}",
+        f"  {cmd} loadtest --url {base} --artifact {out} --duration 10",
+        f"  API docs: {base}/docs",
+        "to serve it again later:",
+        later,
+    ]), flush=True)
     return _serve(Path(cfg.out), args.host, args.port, workers=1)
 
 
