@@ -204,7 +204,7 @@ def _load(state: AppState) -> None:
         cold_id=s.cold_id,
         max_k=s.max_k, max_items_per_add=s.max_items_per_request,
     )
-    store = SQLiteItemStore(s.store, ranker.version, max_items=s.max_cold_items, reset=s.reset_store)
+    store = SQLiteItemStore(s.store_path, ranker.version, max_items=s.max_cold_items, reset=s.reset_store)
     ranker.sync(store)
     if s.carry_cold_items:
         carried, skipped = ranker.carry_over(store)
@@ -222,7 +222,7 @@ def _load(state: AppState) -> None:
         if stale:
             log.warning(
                 "item store %s holds cold items of other model versions, not served by %s: %s",
-                s.store, ranker.version, stale,
+                s.store_path, ranker.version, stale,
             )
     state.ranker, state.store = ranker, store
     state.metrics.set_catalogue(ranker.size, ranker.num_cold)
@@ -266,7 +266,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         kind = state.ranker.index_kind if s.index != "auto" else f"{state.ranker.index_kind} (auto)"
         log.info(
             "ready: model %s, %d items (%d cold), %s index, store %s", state.ranker.version, state.ranker.size,
-            state.ranker.num_cold, kind, s.store,
+            state.ranker.num_cold, kind, s.store_path,
         )
         yield
     finally:

@@ -86,7 +86,7 @@ def preflight(settings: ServiceSettings, host: str, port: int) -> None:
     check_listen(settings, host, port)
     art = load_artifact(settings.artifact, verify_checksums=settings.verify_checksums)
     version = artifact_version(art, settings.cold_id)
-    SQLiteItemStore(settings.store, version, max_items=settings.max_cold_items, reset=settings.reset_store).close()
+    SQLiteItemStore(settings.store_path, version, max_items=settings.max_cold_items, reset=settings.reset_store).close()
 
 
 def uvicorn_options(host: str, port: int, workers: int, log_level: str) -> dict[str, Any]:
@@ -142,8 +142,9 @@ def serve(
         atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
     loop, http = event_loop_and_http()
     log.info(
-        "serving %s on http://%s:%d with %d worker%s, %s event loop, %s HTTP parser (docs at /docs)",
-        settings.artifact, host, port, workers, "" if workers == 1 else "s", loop, http,
+        "serving %s on http://%s:%d with %d worker%s, %s event loop, %s HTTP parser (docs at /docs); "
+        "cold items in %s", settings.artifact, host, port, workers, "" if workers == 1 else "s", loop, http,
+        settings.store_path,
     )
     options = uvicorn_options(host, port, workers, log_level)
     try:
@@ -169,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--store", type=Path, help="cold-item SQLite file (default ./alphafuse-store.sqlite3)")
+    p.add_argument("--store", type=Path, help="cold-item SQLite file (default: ARTIFACT.items.sqlite3 beside it)")
     p.add_argument("--index", choices=["auto", "flat", "hnsw"])
     p.add_argument("--allow-open-writes", action="store_true", help="no API token on a non-loopback address")
     p.add_argument("--reset-store", action="store_true", help="start over if the store fails its startup checks")

@@ -8,6 +8,7 @@ environment variable `ALPHAFUSE_<FIELD NAME IN CAPITALS>`, e.g. `ALPHAFUSE_ARTIF
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,16 @@ ENV_PREFIX = "ALPHAFUSE_"
 AUTO_HNSW_MIN_ITEMS = 100_000
 
 
+def default_store(artifact: Path) -> Path:
+    """`runs/demo` -> `/abs/runs/demo.items.sqlite3`: beside the artifact directory, not inside it (an
+    artifact may be read-only and its files are checksummed), and not in the working directory (where it
+    would follow whichever model is started from there, load-test items included)."""
+    artifact = Path(os.path.abspath(artifact))  # abspath, unlike Path.absolute, also folds "a/../b"
+    if not artifact.name:
+        raise ValueError(f"cannot name a store after the artifact directory {artifact}: set ALPHAFUSE_STORE")
+    return artifact.parent / f"{artifact.name}.items.sqlite3"
+
+
 class ServiceSettings(BaseSettings):
     """Everything the online service can be told. Defaults suit one worker on a small CPU box.
 
@@ -36,9 +47,10 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     artifact: Path = Field(description="artifact directory written by `alphafuse train` (read-only is fine)")
-    store: Path = Field(
-        default=Path("alphafuse-store.sqlite3"),
-        description="SQLite file holding cold items (created if absent); shared by all workers on one host",
+    store: Path | None = Field(
+        default=None,
+        description="SQLite file holding cold items (created if absent); shared by all workers on one host. "
+        "Default: `<artifact dir>.items.sqlite3` beside the artifact directory (see `store_path`)",
     )
     index: Literal["auto", "flat", "hnsw"] = Field(
         default="auto",
@@ -114,6 +126,11 @@ class ServiceSettings(BaseSettings):
         description="start over with an empty store when the existing one fails its startup checks (the old "
         "files are kept beside it, renamed)",
     )
+
+    @property
+    def store_path(self) -> Path:
+        """The absolute path of `store`, or `default_store(artifact)`: the store belongs to the model it serves."""
+        return Path(os.path.abspath(self.store)) if self.store is not None else default_store(self.artifact)
 
     def write_token(self) -> str | None:
         """The write token from API_TOKEN or API_TOKEN_FILE; a file that cannot be read is an error."""

@@ -354,3 +354,29 @@ def test_encoding_new_items_does_not_hold_up_ranking(tiny_artifact: Path, tmp_pa
         release.set()
         poster.join(30)
         assert posted == {"status": 201} and c.get("/items/cold-lego").status_code == 200
+
+
+def test_the_default_store_sits_beside_the_artifact(
+    tiny_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import shutil
+
+    from service.settings import default_store
+
+    monkeypatch.delenv("ALPHAFUSE_STORE", raising=False)
+    artifact = tmp_path / "runs" / "demo"
+    shutil.copytree(tiny_artifact, artifact)
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the store no longer depends on where the server starts
+    settings = ServiceSettings(artifact=Path("../runs/demo"))
+    assert settings.store is None and settings.store_path == tmp_path / "runs" / "demo.items.sqlite3"
+    assert default_store(artifact) == tmp_path / "runs" / "demo.items.sqlite3"
+    with caplog.at_level(logging.INFO, logger="service.app"), TestClient(create_app(settings)) as c:
+        assert c.post("/items", json={"items": [HOGWARTS]}).status_code == 201
+    assert (tmp_path / "runs" / "demo.items.sqlite3").is_file() and not list(elsewhere.iterdir())
+    ready = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("ready:"))
+    assert ready.endswith(f"store {tmp_path / 'runs' / 'demo.items.sqlite3'}")  # the absolute path, logged
+    monkeypatch.setenv("ALPHAFUSE_STORE", str(tmp_path / "mine.sqlite3"))  # the setting still wins
+    assert ServiceSettings(artifact=artifact).store_path == tmp_path / "mine.sqlite3"  # type: ignore[call-arg]

@@ -258,7 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--workers", type=int, default=1, help="worker processes sharing the cold-item store")
-    srv.add_argument("--store", type=Path, default=None, help="cold-item SQLite file (ALPHAFUSE_STORE)")
+    srv.add_argument(
+        "--store", type=Path, default=None,
+        help="cold-item SQLite file (ALPHAFUSE_STORE; default: ARTIFACT.items.sqlite3 beside the artifact directory)",
+    )
     srv.add_argument(
         "--index", choices=["auto", "flat", "hnsw"], default=None,
         help="FAISS index (default auto: flat, exact, below ALPHAFUSE_AUTO_HNSW_MIN_ITEMS trained items, hnsw above)",
