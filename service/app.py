@@ -22,8 +22,11 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from starlette.routing import Mount
 
 from service.batching import MicroBatcher
 from service.errors import (
@@ -464,6 +467,49 @@ async def metrics(state: AnyState) -> Response:
     return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
 
+# Swagger UI and ReDoc are served from the files the fastapi-offline package ships (swagger-ui-dist 5,
+# which renders the OpenAPI 3.1 that FastAPI writes), not from FastAPI's default CDN: offline, or behind a
+# proxy that blocks it, the CDN page renders blank.
+DOCS_ASSETS = "/docs/assets"
+DOCS_ASSET_PACKAGE = ("fastapi_offline", "static")
+OAUTH2_REDIRECT = "/docs/oauth2-redirect"
+
+
+def _add_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI), its OAuth2 redirect page and /redoc, every asset from `DOCS_ASSETS`."""
+    app.router.routes.append(Mount(DOCS_ASSETS, StaticFiles(packages=[DOCS_ASSET_PACKAGE]), name="docs-assets"))
+    assert app.openapi_url is not None
+
+    def local(request: Request, path: str) -> str:
+        # behind a proxy that strips a prefix, the browser needs the prefix back (FastAPI's own docs do this)
+        return request.scope.get("root_path", "").rstrip("/") + path
+
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        assert app.openapi_url is not None
+        return get_swagger_ui_html(
+            openapi_url=local(request, app.openapi_url), title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=local(request, OAUTH2_REDIRECT),
+            swagger_js_url=local(request, f"{DOCS_ASSETS}/swagger-ui-bundle.js"),
+            swagger_css_url=local(request, f"{DOCS_ASSETS}/swagger-ui.css"),
+            swagger_favicon_url=local(request, f"{DOCS_ASSETS}/favicon.png"),
+        )
+
+    async def oauth2_redirect(request: Request) -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    async def redoc(request: Request) -> HTMLResponse:
+        assert app.openapi_url is not None
+        return get_redoc_html(
+            openapi_url=local(request, app.openapi_url), title=f"{app.title} - ReDoc",
+            redoc_js_url=local(request, f"{DOCS_ASSETS}/redoc.standalone.js"),
+            redoc_favicon_url=local(request, f"{DOCS_ASSETS}/favicon.png"), with_google_fonts=False,
+        )
+
+    app.add_route("/docs", swagger_ui, include_in_schema=False)
+    app.add_route(OAUTH2_REDIRECT, oauth2_redirect, include_in_schema=False)
+    app.add_route("/redoc", redoc, include_in_schema=False)
+
+
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """The app for `settings` (default: read from `ALPHAFUSE_*` environment variables)."""
     settings = settings if settings is not None else ServiceSettings()  # type: ignore[call-arg]
@@ -471,13 +517,15 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         title="AlphaFuse recommender",
         summary="Next-item recommendations from a trained AlphaFuse artifact, with cold items folded in from text",
         lifespan=lifespan,
+        docs_url=None,  # _add_docs: the same pages, assets served locally
+        redoc_url=None,
     )
     app.state.service = AppState(settings=settings, metrics=ServiceMetrics())
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     # outermost last: metrics see every answer, including the guard's 413 / 415
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.service.metrics)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.service.metrics, routes=app.router.routes)
     reads = [Depends(require_read)]
     writes = [Depends(require_write)]
     app.add_api_route(
@@ -507,4 +555,5 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.add_api_route("/metrics", metrics, methods=["GET"], tags=["ops"], summary="Prometheus metrics",
                       response_class=Response)
+    _add_docs(app)
     return app

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -81,13 +83,34 @@ class ServiceMetrics:
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-class MetricsMiddleware:
-    """Pure ASGI (no BaseHTTPMiddleware overhead). Labels by route *template* (`/items/{item_id:path}`),
-    never the raw path, so cardinality stays bounded; unmatched paths share one label."""
+UNMATCHED = "<unmatched>"
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+
+def route_label(scope: Scope, routes: Sequence[BaseRoute] = ()) -> str:
+    """The route template of a handled request (`/items/{item_id:path}`, `/docs/assets/{path:path}`),
+    never the raw path, so label cardinality stays bounded; UNMATCHED for paths no route serves.
+
+    FastAPI records the matched route in the scope only for its API routes; a plain Starlette route
+    (/openapi.json, /docs) or a mount (the docs' assets) leaves just its endpoint there, so those are
+    found among `routes` by endpoint."""
+    route: Any = scope.get("route")
+    if route is None and (endpoint := scope.get("endpoint")) is not None:
+        route = next((r for r in routes if getattr(r, "endpoint", None) is endpoint
+                      or (isinstance(r, Mount) and r.app is endpoint)), None)  # fmt: skip
+    path = getattr(route, "path", None)
+    if not path:
+        return UNMATCHED
+    return f"{path}/{{path:path}}" if isinstance(route, Mount) else str(path)
+
+
+class MetricsMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware overhead). Labels by route template (`route_label`); `routes` is
+    the app's live route list, where the templates of non-API routes are looked up."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,6 +128,5 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route: Any = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
-            self.metrics.observe_request(scope["method"], template, status, time.perf_counter() - started)
+            label = route_label(scope, self.routes)
+            self.metrics.observe_request(scope["method"], label, status, time.perf_counter() - started)

@@ -380,3 +380,34 @@ def test_the_default_store_sits_beside_the_artifact(
     assert ready.endswith(f"store {tmp_path / 'runs' / 'demo.items.sqlite3'}")  # the absolute path, logged
     monkeypatch.setenv("ALPHAFUSE_STORE", str(tmp_path / "mine.sqlite3"))  # the setting still wins
     assert ServiceSettings(artifact=artifact).store_path == tmp_path / "mine.sqlite3"  # type: ignore[call-arg]
+
+
+def test_docs_are_served_from_local_assets(tmp_path: Path) -> None:
+    import re
+
+    client = TestClient(create_app(_settings(tmp_path / "model", tmp_path / "s.sqlite3")))  # docs need no model
+    for page, assets in (("/docs", {"swagger-ui-bundle.js", "swagger-ui.css"}), ("/redoc", {"redoc.standalone.js"})):
+        r = client.get(page)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        # offline a CDN URL renders a blank page: every URL the page loads must be this server's
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)["']|url:\s*'([^']+)'""", r.text)
+        urls = [a or b for a, b in urls]
+        assert urls and all(u.startswith("/") for u in urls), urls
+        assert "http://" not in r.text and "https://" not in r.text
+        assert {u.rsplit("/", 1)[-1] for u in urls} >= assets
+        for url in urls:
+            got = client.get(url)
+            assert got.status_code == 200 and got.content, url
+    assert client.get("/docs/assets/swagger-ui-bundle.js").headers["content-type"].startswith(
+        ("application/javascript", "text/javascript")
+    )
+    assert client.get("/docs/oauth2-redirect").status_code == 200
+    assert client.get("/docs/assets/nope.js").status_code == 404
+    client.get("/no-such-route")
+    text = client.get("/metrics").text
+    for route in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+        assert f'route="{route}",status="200"' in text, route
+    assert 'route="/docs/assets/{path:path}",status="200"' in text  # one label for every asset
+    assert 'route="/docs/assets/{path:path}",status="404"' in text
+    unmatched = [line for line in text.splitlines() if 'route="<unmatched>"' in line and "_total" in line]
+    assert unmatched == ['alphafuse_http_requests_total{method="GET",route="<unmatched>",status="404"} 1.0']
