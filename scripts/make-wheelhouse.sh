@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fill wheelhouse/ (gitignored) with every wheel the Docker image installs: the runtime dependencies of
-# pyproject.toml's [project.dependencies] in wheelhouse/, and alphafuse's own wheel in wheelhouse/self/. Docker builds here have no package
-# index, so the Dockerfile installs with `pip install --no-index --find-links /wheelhouse alphafuse`.
+# pyproject.toml's [project.dependencies] in wheelhouse/, alphafuse's own wheel in wheelhouse/self/ (built
+# with the setuptools that [build-system] requires, fetched into wheelhouse/build-requires/). Docker builds
+# here have no package index, so the Dockerfile installs with `pip install --no-index` from these folders.
 #
 # torch must be the CPU build (2.13.0+cpu, about 190 MB, no nvidia-* packages). PyPI's plain
 # `torch==2.13.0` for Linux is the CUDA build that pulls ~3 GB of nvidia-* wheels, so torch is fetched
@@ -33,14 +34,28 @@ target=(--python-version 3.11 --implementation cp --abi cp311 --platform manylin
         --platform linux_x86_64 --only-binary=:all:)
 
 # alphafuse's own wheel goes to self/ so that the image's dependency layer (top-level wheels) stays cached
-# when only the project's code changes
+# when only the project's code changes. It is built in pip's isolated build environment from the build
+# requirements of pyproject.toml ([build-system] requires), fetched into build-requires/ beside it, never
+# against whatever setuptools the host happens to have (an old one rejects the PEP 639 `license = "MIT"`).
+# build-requires/ is not copied into the image (the Dockerfile takes wheelhouse/*.whl and self/ only).
 build_self() {
   log "alphafuse wheel (from the working tree) -> $out/self/"
   local had_build=0 blog
   [[ -d build ]] && had_build=1
+  mapfile -t build_reqs < <("$py" - <<'EOF'
+import tomllib
+for req in tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]:
+    print(req)
+EOF
+)
+  rm -rf "$out/build-requires" && mkdir -p "$out/build-requires"
+  log "build requirements: ${build_reqs[*]} -> $out/build-requires/"
+  pip_ download --quiet --only-binary=:all: -d "$out/build-requires" "${build_reqs[@]}"
   rm -rf "$out/self" && mkdir -p "$out/self"
   blog=$(mktemp)
-  pip_ wheel --no-deps --no-build-isolation -w "$out/self" . >"$blog" 2>&1 || { cat "$blog" >&2; exit 1; }
+  # --no-index + --find-links: the isolated build environment takes setuptools from the wheels just fetched
+  pip_ wheel --no-deps --no-index --find-links "$out/build-requires" -w "$out/self" . >"$blog" 2>&1 \
+    || { cat "$blog" >&2; exit 1; }
   rm -f "$blog"
   ((had_build)) || rm -rf build  # setuptools' scratch folder, not ours to leave behind
 }
