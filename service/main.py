@@ -86,6 +86,13 @@ def preflight(settings: ServiceSettings, host: str, port: int) -> None:
     check_listen(settings, host, port)
     art = load_artifact(settings.artifact, verify_checksums=settings.verify_checksums)
     version = artifact_version(art, settings.cold_id)
+    store = settings.store_path
+    if settings.store is None and not os.access(store.parent, os.W_OK):
+        # e.g. an artifact on a read-only volume: say which setting moves the store, not just "cannot open"
+        raise ValueError(
+            f"cannot write the item store {store} beside the artifact: pass --store FILE or set "
+            f"{ENV_PREFIX}STORE to keep it elsewhere"
+        )
     SQLiteItemStore(settings.store_path, version, max_items=settings.max_cold_items, reset=settings.reset_store).close()
 
 

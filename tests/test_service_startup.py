@@ -207,3 +207,17 @@ def test_demo_checks_the_port_before_training(capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == f"alphafuse: error: cannot listen on 127.0.0.1:{port}: Address already in use"
     assert time.perf_counter() - started < 5 and not (tmp_path / "m").exists()
+
+
+def test_an_unwritable_default_store_names_the_setting_that_moves_it(
+    capsys: pytest.CaptureFixture[str], tiny_artifact: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    import service.main
+
+    # root may write anywhere, so the read-only directory is simulated
+    clean_env.setattr(service.main.os, "access", lambda path, mode: Path(path) != tiny_artifact.parent)
+    code, err = _serve(capsys, "--artifact", str(tiny_artifact), "--port", str(_free_port()))
+    assert code == 2 and err == (
+        f"alphafuse: error: cannot write the item store {tiny_artifact.parent / 'model.items.sqlite3'} beside "
+        "the artifact: pass --store FILE or set ALPHAFUSE_STORE to keep it elsewhere"
+    )
