@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from model.base import Recommender
-from training.evaluate import index_cases, iter_case_scores
+from training.evaluate import case_slices, index_cases, iter_case_scores
 from training.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
 from training.splits import EvalCase, Split
 
@@ -58,6 +58,7 @@ LLMESR_TAIL_BELOW = 20  # main.py --ts_item: a target with fewer users than this
 LLMESR_SHORT_BELOW = 10  # main.py --ts_user: a history with fewer items than this is a short user
 LLMESR_NEGATIVES = 100  # main.py --test_neg
 GROUPS: tuple[str, ...] = ("overall", "tail_item", "head_item", "short_user", "long_user")
+_SLICE_OF_GROUP = ("all", "tail_target", "head_target", "short_history", "long_history")  # case_slices keys
 
 
 def item_popularity(split: Split, *, include_eval: bool = True) -> dict[str, int]:
@@ -96,12 +97,9 @@ def longtail_groups(
 ) -> dict[str, np.ndarray]:
     """Boolean masks over cases for `GROUPS`: tail/head by the target's popularity (< `tail_below` or not;
     an item missing from `popularity` counts 0) and short/long by history length (< `short_below` or not)."""
-    tail = np.array([popularity.get(c.target, 0) < tail_below for c in cases], dtype=bool)
-    short = np.array([len(c.history) < short_below for c in cases], dtype=bool)
-    return {
-        "overall": np.ones(len(cases), dtype=bool), "tail_item": tail, "head_item": ~tail,
-        "short_user": short, "long_user": ~short,
-    }
+    # the same masks as the cold-user slices, under LLM-ESR's group names
+    masks = case_slices(cases, popularity, tail_below=tail_below, short_below=short_below)
+    return {group: masks[key] for group, key in zip(GROUPS, _SLICE_OF_GROUP, strict=True)}
 
 
 def sample_negatives(
