@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -51,6 +52,18 @@ def _frozen(language: Tensor) -> Tensor:
     return language.detach().to(torch.float32).clone()
 
 
+@dataclass(frozen=True)
+class FusedSplit:
+    """The two parts of a table whose rows are `x_i = Z_i + [0_{d_s}, V_i]`: frozen language coordinates
+    `Z` (N, D) and ID rows `V` (N, d_n) in the last d_n coordinates, plus the ID part `v0` (d_n,) that
+    `fold_in` gives a new item. Views of the module's own tensors: nothing is copied."""
+
+    language: Tensor  # (N, D)
+    ids: Tensor  # (N, d_n)
+    d_s: int
+    cold_ids: Tensor  # (d_n,)
+
+
 class ItemEmbedding(nn.Module):
     """Base class: `forward() -> (N + 1, D)` item table, row 0 = padding.
 
@@ -82,6 +95,11 @@ class ItemEmbedding(nn.Module):
         """An auxiliary training loss the recommender adds (weighted) to its own; None: there is none.
 
         `table` is this step's `forward()`, `inputs`/`targets` the (B, L) windows, `encode` the backbone."""
+        return None
+
+    def split(self, cold_id: ColdId = "zeros") -> FusedSplit | None:
+        """How every row splits into a frozen language part and a learned ID part, or None when it does
+        not (the ID-only, adapter and mixture variants): what score explanations and text search read."""
         return None
 
 
@@ -125,8 +143,17 @@ class AlphaFuseEmbedding(ItemEmbedding):
         _check_cold_id(cold_id)
         if cold_id == "mean" and self.d_n > 0:
             # the same float32 sum as forward(): language + pad(ids)
-            return language + F.pad(self.ids.detach().to(torch.float32).mean(0), (self.d_s, 0))
+            return language + F.pad(self.cold_ids(cold_id), (self.d_s, 0))
         return language
+
+    def cold_ids(self, cold_id: ColdId = "zeros") -> Tensor:
+        """v0 (d_n,): the ID part `fold_in` gives a new item."""
+        _check_cold_id(cold_id)
+        ids = self.ids.detach().to(torch.float32)
+        return ids.mean(0) if cold_id == "mean" and self.d_n > 0 and len(ids) else ids.new_zeros(self.d_n)
+
+    def split(self, cold_id: ColdId = "zeros") -> FusedSplit:
+        return FusedSplit(self.language.detach(), self.ids.detach(), self.d_s, self.cold_ids(cold_id))
 
 
 class IDEmbedding(ItemEmbedding):

@@ -14,13 +14,15 @@ import contextlib
 import hmac
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Annotated, Any, TypeVar
 
+import numpy as np
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Query as QueryParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -30,6 +32,7 @@ from starlette.routing import Mount
 
 from service.batching import MicroBatcher
 from service.errors import (
+    ExplainUnavailable,
     FoldInUnavailable,
     InvalidRequest,
     ItemConflict,
@@ -45,12 +48,14 @@ from service.errors import (
 from service.guard import RequestGuard, is_json_decode_error, json_decode_detail, validation_detail
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.ranker import AddedItem, FoldedItems, NewItem, Query, Ranker, Ranking
+from service.ranker import SearchHit as RankerSearchHit
 from service.responses import json_response, recommend_body
 from service.schemas import (
     ErrorResponse,
     HealthResponse,
-    ItemCreate,
+    HistoryText,
     ItemDeletedResponse,
+    ItemFields,
     ItemResponse,
     ItemsCreateRequest,
     ItemsCreateResponse,
@@ -58,6 +63,8 @@ from service.schemas import (
     ReadyResponse,
     RecommendRequest,
     RecommendResponse,
+    SearchHit,
+    SearchResponse,
 )
 from service.settings import ServiceSettings
 from service.store import ItemStore, SQLiteItemStore
@@ -72,6 +79,7 @@ ERROR_STATUS: dict[type[ServiceError], int] = {
     Unauthorized: 401,
     ItemConflict: 409,
     FoldInUnavailable: 409,
+    ExplainUnavailable: 409,
     ItemNotFound: 404,
     Overloaded: 503,
     NotReady: 503,
@@ -186,6 +194,12 @@ class AppState:
         assert self.ranker is not None
         self.sync()
         return self.ranker.get_item(item_id)
+
+    def search(self, z: np.ndarray, k: int) -> list[tuple[RankerSearchHit, dict[str, Any]]]:
+        ranker = self.ranker
+        assert ranker is not None
+        self.sync()
+        return [(h, ranker.get_item(h.item_id)[0]) for h in ranker.search(z, k)]
 
 
 def _init_worker_thread(torch_threads: int, faiss_threads: int) -> None:
@@ -383,20 +397,24 @@ async def _timed(awaitable: Any, seconds: float, what: str) -> Any:
         raise RequestTimeout(f"{what} took longer than {seconds:g} s (ALPHAFUSE_REQUEST_TIMEOUT_S); retry") from None
 
 
-def check_item_limits(items: list[ItemCreate], max_chars: int, max_list: int) -> None:
-    """Per-field caps from the settings, before anything is encoded; the detail names the field."""
+def check_item_limits(
+    items: Sequence[ItemFields], max_chars: int, max_list: int, names: Sequence[str] | None = None
+) -> None:
+    """Per-field caps from the settings, before anything is encoded; the detail names the field
+    (`items[n].title`, or `names[n].title` when given)."""
     for n, it in enumerate(items):
+        where = names[n] if names is not None else f"items[{n}]"
         for name in ("title", "year", "categories", "genres", "brand", "description"):
             value = getattr(it, name)
             values = value if isinstance(value, list) else [value]
             if isinstance(value, list) and len(value) > max_list:
                 raise InvalidRequest(
-                    f"items[{n}].{name} has {len(value)} entries; at most {max_list} (ALPHAFUSE_MAX_LIST_ITEMS)"
+                    f"{where}.{name} has {len(value)} entries; at most {max_list} (ALPHAFUSE_MAX_LIST_ITEMS)"
                 )
             for v in values:
                 if isinstance(v, str) and len(v) > max_chars:
                     raise InvalidRequest(
-                        f"items[{n}].{name} has a string of {len(v)} characters; at most {max_chars} "
+                        f"{where}.{name} has a string of {len(v)} characters; at most {max_chars} "
                         "(ALPHAFUSE_MAX_TEXT_CHARS)"
                     )
 
@@ -405,12 +423,37 @@ def check_item_limits(items: list[ItemCreate], max_chars: int, max_list: int) ->
 # routes
 
 
+async def _fold_history_texts(body: RecommendRequest, svc: AppState) -> list[str | np.ndarray]:
+    """The history with each text entry replaced by its fused vector, folded in exactly as POST /items
+    folds a new item in (in the encoder thread), but stored nowhere."""
+    history: list[str | np.ndarray] = [h if isinstance(h, str) else "" for h in body.history]
+    texts = [(i, h) for i, h in enumerate(body.history) if isinstance(h, HistoryText)]
+    if not texts:
+        return history
+    s = svc.settings
+    if len(texts) > s.max_items_per_request:
+        raise InvalidRequest(
+            f"the history has {len(texts)} text entries; at most {s.max_items_per_request} "
+            "(ALPHAFUSE_MAX_ITEMS_PER_REQUEST)"
+        )
+    names = [f"history[{i}]" for i, _ in texts]
+    check_item_limits([h for _, h in texts], s.max_text_chars, s.max_list_items, names)
+    assert svc.ranker is not None
+    items = [NewItem(name, h.record(), h.embedding) for name, (_, h) in zip(names, texts, strict=True)]
+    vectors = await _timed(
+        svc.run_encoder(svc.ranker.fold_in, items), s.request_timeout_s, "encoding the history's text entries"
+    )
+    for (i, _), v in zip(texts, vectors, strict=True):
+        history[i] = v
+    return history
+
+
 async def recommend(body: RecommendRequest, svc: Service) -> Response:
     """Answers a `RecommendResponse` (declared on the route), built as bytes: see `service.responses`."""
     assert svc.batcher is not None
     query = Query(
-        history=body.history, k=body.k, exclude_history=body.exclude_history, allow=body.allow,
-        deny=body.deny, ignore_unknown=body.ignore_unknown,
+        history=await _fold_history_texts(body, svc), k=body.k, exclude_history=body.exclude_history,
+        allow=body.allow, deny=body.deny, ignore_unknown=body.ignore_unknown, explain=body.explain,
     )
     ranking = await _timed(svc.batcher.submit(query), svc.settings.request_timeout_s, "ranking")
     return json_response(recommend_body(ranking, svc.model_dict))
@@ -429,6 +472,25 @@ async def add_items(body: ItemsCreateRequest, svc: Service) -> ItemsCreateRespon
     return ItemsCreateResponse(
         items=[ItemResponse(item_id=a.item_id, record=a.record, cold=True) for a in added],
         replaced=[a.item_id for a in added if a.replaced], model=svc.model_info,
+    )
+
+
+async def search(
+    svc: Service,
+    q: Annotated[str, QueryParam(min_length=1, description="the text to search for (a title, a few words)")],
+    k: Annotated[int, QueryParam(ge=1, description="how many items to return")] = 10,
+) -> SearchResponse:
+    assert svc.ranker is not None
+    s = svc.settings
+    if len(q) > s.max_text_chars:
+        raise InvalidRequest(f"q has {len(q)} characters; at most {s.max_text_chars} (ALPHAFUSE_MAX_TEXT_CHARS)")
+    if svc.ranker.search_unavailable is not None:
+        raise FoldInUnavailable(svc.ranker.search_unavailable)
+    z = await _timed(svc.run_encoder(svc.ranker.query_language, q), s.request_timeout_s, "encoding the query")
+    hits = await svc.run(svc.search, z, k)
+    return SearchResponse(
+        items=[SearchHit(item_id=h.item_id, score=h.score, cold=h.cold, record=record) for h, record in hits],
+        model=svc.model_info,
     )
 
 
@@ -536,6 +598,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         "/items", add_items, methods=["POST"], status_code=201, response_model=ItemsCreateResponse,
         dependencies=writes, responses=_errors(*BODY_ERRORS, 401, 409, 503, 507),
         summary="Add cold items (durable before 201)", tags=["items"],
+    )
+    app.add_api_route(
+        "/search", search, methods=["GET"], response_model=SearchResponse, dependencies=reads,
+        responses=_errors(401, 409, 422, 503),
+        summary="Items whose text is nearest to a query text (language coordinates, trained and cold items)",
+        tags=["items"],
     )
     app.add_api_route(
         "/items/{item_id:path}", get_item, methods=["GET"], response_model=ItemResponse, dependencies=reads,

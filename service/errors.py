@@ -42,6 +42,10 @@ class FoldInUnavailable(ServiceError):
     """The served model cannot fold in new items at all (an ID-only artifact has no language projection)."""
 
 
+class ExplainUnavailable(ServiceError):
+    """The served model's item vectors do not split into language and ID parts (not AlphaFuse)."""
+
+
 class ItemNotFound(ServiceError):
     def __init__(self, item_id: str) -> None:
         self.item_id = item_id

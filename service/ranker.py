@@ -33,6 +33,7 @@ from torch.nn import functional as F
 from model.artifact import MODEL_FILE, PROJECTION_FILE, Artifact, load_artifact
 from model.item_embeddings import ColdId
 from service.errors import (
+    ExplainUnavailable,
     FoldInUnavailable,
     InvalidItem,
     InvalidRequest,
@@ -55,14 +56,17 @@ EXACT_FETCH_MIN = 1024  # a query needing more index results than this (and > 1/
 
 @dataclass(frozen=True)
 class Query:
-    """One recommendation request. Ids are item ids (trained or cold), oldest first."""
+    """One recommendation request, oldest first. A history entry is an item id (trained or cold), or the
+    fused input vector (D,) of an item described by its text and folded in for this query only
+    (`Ranker.fold_in`): it is context, never stored, never recommended."""
 
-    history: Sequence[str]
+    history: Sequence[str | np.ndarray]
     k: int = 10
     exclude_history: bool = True  # history items are not recommended back
     allow: Sequence[str] | None = None  # rank only these items (exact scores)
     deny: Sequence[str] | None = None  # never return these items
     ignore_unknown: bool = False  # skip unknown ids (reported in `Ranking.ignored`) instead of failing
+    explain: bool = False  # split each score into its semantic and collaborative parts (`Ranking.parts`)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,15 @@ class Ranking:
     items: list[tuple[str, float]]  # (item id, score), best first
     ignored: list[str] = field(default_factory=list)  # unknown ids skipped (ignore_unknown)
     truncated: bool = False  # the history was longer than the model's window: only the latest were used
+    # explain: (semantic, collaborative) per item, semantic + collaborative == score exactly
+    parts: list[tuple[float, float]] | None = None
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    item_id: str
+    score: float  # cosine of the query's and the item's language coordinates
+    cold: bool
 
 
 @dataclass(frozen=True)
@@ -188,6 +201,8 @@ class Ranker:
         self.last_seq = 0
         self._synced: tuple[ItemStore, object | None] | None = None  # (store, its change token) at the last sync
         self._fold_in_unavailable = self._fold_in_reason()
+        self._split = self.model.items.split(cold_id)
+        self._language_norms: np.ndarray | None = None  # (N,) trained rows' |Z_i|, on the first search
         self._index = self._build_index(self._vec_buf[: self.num_rows])
 
     # ------------------------------------------------------------------------------------------------
@@ -324,37 +339,65 @@ class Ranker:
             except ServiceError as e:
                 results[i] = e
         if plans:
-            histories = [p.history for _, p in plans]
+            histories, table = self._histories_and_table([p for _, p in plans])
             with torch.inference_mode():
-                users = self.model.encode_with_table(pad_histories(histories, self.max_len), self.table)
+                users = self.model.encode_with_table(pad_histories(histories, self.max_len), table)
             users_np = np.ascontiguousarray(users.numpy(), dtype=np.float32)  # (B, D)
             searched = [(b, i, p) for b, (i, p) in enumerate(plans) if not self._is_exact(p)]
             if searched:
                 fetch = max(p.k + len(p.exclude) for _, _, p in searched)
                 scores, labels = self._search(users_np[[b for b, _, _ in searched]], fetch)
-                for row, (_, i, p) in enumerate(searched):
-                    results[i] = self._ranking(p, self._trim(scores[row], labels[row], p))
+                for row, (b, i, p) in enumerate(searched):
+                    results[i] = self._ranking(p, self._trim(scores[row], labels[row], p), users_np[b])
             for b, (i, p) in enumerate(plans):
                 if self._is_exact(p):
-                    results[i] = self._ranking(p, self._exact(users_np[b], p))
+                    results[i] = self._ranking(p, self._exact(users_np[b], p), users_np[b])
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
+
+    def _histories_and_table(self, plans: Sequence[_Plan]) -> tuple[list[list[int]], torch.Tensor]:
+        """Row histories of a batch and the table they index. Text entries (vectors) get rows after the
+        table's last one, in this batch's copy of the table only; nothing else ever sees those rows."""
+        extras = [v for p in plans for v in p.extras]
+        if not extras:
+            return [p.history for p in plans], self.table
+        first = self.num_rows + 1
+        histories, offset = [], first
+        for p in plans:
+            histories.append([r if r > 0 else offset - 1 - r for r in p.history])
+            offset += len(p.extras)
+        table = torch.cat([self.table, torch.from_numpy(np.stack(extras).astype(np.float32, copy=False))])
+        return histories, table
 
     def _plan(self, q: Query) -> _Plan:
         if not q.history:
             raise InvalidRequest("history is empty: give at least one item id")
+        if q.explain and self._split is None:
+            raise ExplainUnavailable(
+                f"explain needs item vectors that split into language and ID parts (item_embedding "
+                f"'alphafuse' or 'whitened-text'); this model's item_embedding is {self.cfg.item_embedding!r}"
+            )
         if not 1 <= q.k <= min(self.max_k, self.size):
             raise InvalidRequest(
                 f"k={q.k} is out of range: must be between 1 and {min(self.max_k, self.size)} "
                 f"(catalogue size {self.size}, max_k {self.max_k})"
             )
         ignored: list[str] = []
-        history: list[int] = []
+        history: list[int] = []  # 1-based rows; -1 - j for the j-th text entry (`_histories_and_table`)
+        extras: list[np.ndarray] = []
         unknown_history: list[str] = []
-        for iid in q.history:
-            row = self._row.get(iid)
+        for entry in q.history:
+            if not isinstance(entry, str):
+                if entry.shape != (self.dim,):
+                    raise InvalidRequest(
+                        f"a folded-in history vector has shape {entry.shape}; the model's is ({self.dim},)"
+                    )
+                history.append(-1 - len(extras))
+                extras.append(entry)
+                continue
+            row = self._row.get(entry)
             if row is None:
-                unknown_history.append(iid)
+                unknown_history.append(entry)
             else:
                 history.append(row)
         allow = self._resolve(q.allow, "allow", q.ignore_unknown, ignored)
@@ -370,10 +413,11 @@ class Ranker:
             )
         exclude = set(deny or ())
         if q.exclude_history:
-            exclude.update(history)
+            exclude.update(r for r in history if r > 0)
         return _Plan(
             history=history, k=q.k, exclude=exclude, allow=allow,
-            ignored=list(dict.fromkeys(ignored)), truncated=len(history) > self.max_len,
+            ignored=list(dict.fromkeys(ignored)), truncated=len(history) > self.max_len, extras=extras,
+            explain=q.explain,
         )
 
     def _resolve(self, ids: Sequence[str] | None, where: str, ignore: bool, ignored: list[str]) -> list[int] | None:
@@ -392,8 +436,93 @@ class Ranker:
             ignored.extend(unknown)
         return list(dict.fromkeys(rows))
 
-    def _ranking(self, p: _Plan, rows: list[tuple[int, float]]) -> Ranking:
-        return Ranking([(self._ids[r - 1], s) for r, s in rows], p.ignored, p.truncated)
+    def _ranking(self, p: _Plan, rows: list[tuple[int, float]], user: np.ndarray) -> Ranking:
+        if not p.explain:
+            return Ranking([(self._ids[r - 1], s) for r, s in rows], p.ignored, p.truncated)
+        parts = self._parts(user, [r for r, _ in rows])
+        # the explained score is the sum of its parts, both in float64 from the served float32 vectors; it
+        # equals the index's float32 score to float32 rounding, and the order is the index's
+        items = [(self._ids[r - 1], sem + col) for (r, _), (sem, col) in zip(rows, parts, strict=True)]
+        return Ranking(items, p.ignored, p.truncated, parts)
+
+    def _parts(self, user: np.ndarray, rows: Sequence[int]) -> list[tuple[float, float]]:
+        """(semantic, collaborative) score parts of table rows: the user vector against the row's frozen
+        language coordinates Z_i and against its ID coordinates [0, V_i] (v0 for a cold item), each divided
+        by |x_i| when the model ranks by cosine, as the served vector is."""
+        split = self._split
+        assert split is not None
+        if not rows:
+            return []
+        r = np.asarray(rows, dtype=np.int64)
+        x = self.table[torch.from_numpy(r)].numpy().astype(np.float64)  # (n, D) raw fused rows
+        ids = np.empty((len(r), x.shape[1] - split.d_s), dtype=np.float64)
+        trained = r <= self.num_trained
+        ids[trained] = split.ids[torch.from_numpy(r[trained] - 1)].numpy()
+        ids[~trained] = split.cold_ids.numpy()
+        language = x.copy()  # a cold row is z + [0, v0]: its language coordinates are x - [0, v0]
+        language[:, split.d_s :] -= ids
+        language[trained] = split.language[torch.from_numpy(r[trained] - 1)].numpy()
+        u = user.astype(np.float64)
+        semantic, collaborative = language @ u, ids @ u[split.d_s :]
+        if self.cfg.similarity == "cosine":
+            norm = np.maximum(np.linalg.norm(x, axis=1), 1e-12)  # F.normalize's eps
+            semantic, collaborative = semantic / norm, collaborative / norm
+        return [(float(a), float(b)) for a, b in zip(semantic, collaborative, strict=True)]
+
+    # ------------------------------------------------------------------------------------------------
+    # text search
+
+    @property
+    def search_unavailable(self) -> str | None:
+        """Why text search cannot run on this model, or None when it can."""
+        if self._split is None:
+            return (
+                "text search ranks items by their frozen language coordinates, which this model's item_embedding "
+                f"({self.cfg.item_embedding!r}) does not keep; serve an 'alphafuse' or 'whitened-text' model"
+            )
+        if self._fold_in_unavailable is not None:
+            return self._fold_in_unavailable
+        return None
+
+    def query_language(self, text: str) -> np.ndarray:
+        """(D,) language coordinates of a query text, exactly as a new item with that text gets them.
+        Runs the encoder: the service calls it from its encoder thread."""
+        if self.search_unavailable is not None:
+            raise FoldInUnavailable(self.search_unavailable)
+        assert self.projection is not None
+        if not text.strip():
+            raise InvalidRequest("the query text is empty")
+        try:
+            encoder = self._text_encoder()
+        except InvalidItem as e:
+            raise FoldInUnavailable(f"text search needs the model's text encoder, which cannot run here: {e}") from e
+        emb = encoder.encode([text]).astype(np.float64)  # (1, d_l)
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = self.projection.apply(emb).astype(np.float32)[0]
+        return z
+
+    def search(self, z: np.ndarray, k: int = 10) -> list[SearchHit]:
+        """The `k` items, trained and cold, whose language coordinates are nearest to `z` by cosine (an
+        exact scan: one (N, D) product per query)."""
+        split = self._split
+        if split is None:
+            raise FoldInUnavailable(self.search_unavailable or "text search is unavailable")
+        if not 1 <= k <= min(self.max_k, self.size):
+            raise InvalidRequest(f"k={k} is out of range: must be between 1 and {min(self.max_k, self.size)}")
+        q = z.astype(np.float32) / max(float(np.linalg.norm(z)), 1e-12)
+        language = split.language.numpy()  # (N_trained, D), the model's own buffer
+        if self._language_norms is None:
+            self._language_norms = np.maximum(np.linalg.norm(language, axis=1), 1e-12)
+        scores = (language @ q) / self._language_norms
+        if self.num_rows > self.num_trained:
+            cold = self.table[self.num_trained + 1 :].numpy() - np.pad(split.cold_ids.numpy(), (split.d_s, 0))
+            cold_scores = (cold @ q) / np.maximum(np.linalg.norm(cold, axis=1), 1e-12)
+            scores = np.concatenate([scores, cold_scores])
+            if self._retired:
+                scores[np.fromiter(self._retired, dtype=np.int64) - 1] = -np.inf
+        top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
+        order = top[np.argsort(-scores[top], kind="stable")]
+        return [SearchHit(self._ids[j], float(scores[j]), j >= self.num_trained) for j in order.tolist()]
 
     def _search(self, users: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-`fetch` (scores, labels) per row; dead labels (replaced cold items) are filtered by FAISS."""
@@ -750,3 +879,5 @@ class _Plan:
     allow: list[int] | None
     ignored: list[str]
     truncated: bool
+    extras: list[np.ndarray] = field(default_factory=list)  # vectors of text entries (history rows < 0)
+    explain: bool = False

@@ -26,9 +26,17 @@ JSON = "application/json"
 
 
 def recommend_body(ranking: Ranking, model: Mapping[str, Any]) -> bytes:
-    """The `RecommendResponse` JSON of one ranking; keys in the schema's field order."""
+    """The `RecommendResponse` JSON of one ranking; keys in the schema's field order (the explain parts
+    only when asked for)."""
+    if ranking.parts is not None:
+        items = [
+            {"item_id": item_id, "score": score, "semantic": sem, "collaborative": col}
+            for (item_id, score), (sem, col) in zip(ranking.items, ranking.parts, strict=True)
+        ]
+    else:
+        items = [{"item_id": item_id, "score": score} for item_id, score in ranking.items]
     return orjson.dumps({
-        "items": [{"item_id": item_id, "score": score} for item_id, score in ranking.items],
+        "items": items,
         "model": model,
         "ignored": ranking.ignored,
         "truncated": ranking.truncated,

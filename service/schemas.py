@@ -39,46 +39,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class RecommendRequest(_Strict):
-    history: list[ItemId] = Field(
-        min_length=1, max_length=MAX_HISTORY,
-        description="item ids the user interacted with, oldest first (trained or cold items); only the "
-        "latest `window` are used",
-    )
-    k: int = Field(default=10, ge=1, description="how many items to return (at most the catalogue size)")
-    exclude_history: bool = Field(default=True, description="never recommend items of the history")
-    ignore_unknown: bool = Field(
-        default=False, description="skip unknown ids (listed in `ignored`) instead of answering 422"
-    )
-    allow: list[ItemId] | None = Field(
-        default=None, max_length=MAX_FILTER_IDS, description="rank only these items (exact scores)"
-    )
-    deny: list[ItemId] | None = Field(
-        default=None, max_length=MAX_FILTER_IDS, description="never return these items"
-    )
+class ItemFields(_Strict):
+    """An item described by its text (what `item_text` reads), or by a precomputed `embedding`."""
 
-
-class ScoredItem(BaseModel):
-    item_id: str
-    score: float = Field(description="inner product of user and item vectors (cosine if trained so)")
-
-
-class ModelInfo(BaseModel):
-    name: str
-    version: str
-
-
-class RecommendResponse(BaseModel):
-    items: list[ScoredItem]
-    model: ModelInfo
-    ignored: list[str] = Field(default_factory=list, description="unknown ids skipped (ignore_unknown)")
-    truncated: bool = Field(default=False, description="the history was longer than the model's window")
-
-
-class ItemCreate(_Strict):
-    """A new (cold) item. Its vector comes from its text via the model's encoder, or from `embedding`."""
-
-    item_id: ItemId
     title: Text | None = None
     year: int | Text | None = None
     categories: list[Text] | None = None
@@ -94,6 +57,62 @@ class ItemCreate(_Strict):
     def record(self) -> dict[str, Any]:
         """The text fields that were given (what `item_text` reads and GET /items returns)."""
         return self.model_dump(exclude={"item_id", "embedding"}, exclude_none=True)
+
+
+class HistoryText(ItemFields):
+    """A history entry for an item the catalogue does not have: folded in from its text for this request
+    only (exactly as POST /items would fold it in), used as context, never stored or recommended."""
+
+
+class RecommendRequest(_Strict):
+    history: list[ItemId | HistoryText] = Field(
+        min_length=1, max_length=MAX_HISTORY,
+        description="what the user interacted with, oldest first: item ids (trained or cold items), or objects "
+        "with text fields ({\"title\": ...}) for items the catalogue does not have; only the latest `window` "
+        "entries are used",
+    )
+    k: int = Field(default=10, ge=1, description="how many items to return (at most the catalogue size)")
+    exclude_history: bool = Field(default=True, description="never recommend items of the history")
+    ignore_unknown: bool = Field(
+        default=False, description="skip unknown ids (listed in `ignored`) instead of answering 422"
+    )
+    allow: list[ItemId] | None = Field(
+        default=None, max_length=MAX_FILTER_IDS, description="rank only these items (exact scores)"
+    )
+    deny: list[ItemId] | None = Field(
+        default=None, max_length=MAX_FILTER_IDS, description="never return these items"
+    )
+    explain: bool = Field(
+        default=False,
+        description="split each score into `semantic` (the user vector against the item's frozen language "
+        "coordinates) and `collaborative` (against its ID coordinates; for a cold item, the ID part it was "
+        "folded in with); score = semantic + collaborative. AlphaFuse models only (409 otherwise)",
+    )
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float = Field(description="inner product of user and item vectors (cosine if trained so)")
+    semantic: float | None = Field(default=None, description="explain: the score's language part")
+    collaborative: float | None = Field(default=None, description="explain: the score's ID part")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+
+
+class RecommendResponse(BaseModel):
+    items: list[ScoredItem]
+    model: ModelInfo
+    ignored: list[str] = Field(default_factory=list, description="unknown ids skipped (ignore_unknown)")
+    truncated: bool = Field(default=False, description="the history was longer than the model's window")
+
+
+class ItemCreate(ItemFields):
+    """A new (cold) item. Its vector comes from its text via the model's encoder, or from `embedding`."""
+
+    item_id: ItemId
 
 
 class ItemsCreateRequest(_Strict):
@@ -112,6 +131,18 @@ class ItemResponse(BaseModel):
 class ItemsCreateResponse(BaseModel):
     items: list[ItemResponse]
     replaced: list[str] = Field(default_factory=list, description="ids of cold items replaced (upsert)")
+    model: ModelInfo
+
+
+class SearchHit(BaseModel):
+    item_id: str
+    score: float = Field(description="cosine of the query's and the item's language coordinates")
+    cold: bool = Field(description="added after training (folded in from text) rather than trained")
+    record: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    items: list[SearchHit]
     model: ModelInfo
 
 

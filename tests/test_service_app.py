@@ -64,8 +64,9 @@ def test_recommend_bytes_are_what_pydantic_would_write_with_the_rankers_exact_fl
         items=[ScoredItem(item_id=i, score=s) for i, s in ranking.items], model=state.model_info,
         ignored=ranking.ignored, truncated=ranking.truncated,
     )
-    # byte for byte what FastAPI's response_model path (pydantic-core) wrote for the same answer
-    assert r.content == TypeAdapter(RecommendResponse).dump_json(model)
+    # byte for byte what FastAPI's response_model path (pydantic-core) wrote for the same answer, less the
+    # explain parts that were not asked for
+    assert r.content == TypeAdapter(RecommendResponse).dump_json(model, exclude_none=True)
     assert [it["score"] for it in r.json()["items"]] == [s for _, s in ranking.items]  # exact, not approx
     RecommendResponse.model_validate_json(r.content)
     ok = client.get("/openapi.json").json()["paths"]["/recommend"]["post"]["responses"]["200"]
@@ -88,8 +89,16 @@ def test_recommend_body_writes_every_float_as_pydantic_does() -> None:
     expected = TypeAdapter(RecommendResponse).dump_json(RecommendResponse.model_validate(
         {"items": [{"item_id": i, "score": s} for i, s in ranking.items], "model": model, "ignored": ["x"],
          "truncated": True}
-    ))  # fmt: skip
+    ), exclude_none=True)  # fmt: skip
     assert recommend_body(ranking, model) == expected
+    parts = [(s / 3, s - s / 3) for s in scores]
+    explained = Ranking(ranking.items, ["x"], True, parts)
+    expected = TypeAdapter(RecommendResponse).dump_json(RecommendResponse.model_validate(
+        {"items": [{"item_id": i, "score": s, "semantic": a, "collaborative": b}
+                   for (i, s), (a, b) in zip(ranking.items, parts, strict=True)],
+         "model": model, "ignored": ["x"], "truncated": True}
+    ))  # fmt: skip
+    assert recommend_body(explained, model) == expected
 
 
 def test_recommend_options_and_truncation(client: TestClient) -> None:
