@@ -123,32 +123,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from model.artifact import load_artifact
-    from training.data import k_core, load_dataset
-    from training.evaluate import evaluate_cases
-    from training.provenance import resolve_data, trained_on
-    from training.splits import split_for
+    from training.evaluate import evaluate_artifact
 
-    artifact = Path(args.artifact)
-    art = load_artifact(artifact)
-    # every input defaults to what the artifact was trained with, so a bare `evaluate --artifact DIR`
-    # rebuilds the same split; flags override
-    recorded = trained_on(art.manifest)
-    protocol = args.protocol or recorded.protocol
-    if protocol is None:
-        raise ValueError(f"{artifact}/manifest.json does not record its protocol: pass --protocol")
-    seed = args.seed if args.seed is not None else recorded.seed
-    split_dir = args.split if args.split is not None else recorded.split
-    mask_history = args.mask_history if args.mask_history is not None else recorded.mask_history
-    ds = load_dataset(resolve_data(args.data, recorded, artifact))
-    if recorded.k_core > 1:
-        ds = k_core(ds, recorded.k_core)
-    split = split_for(ds, protocol, seed, Path(split_dir) if split_dir else None)
-    index = {item: row + 1 for row, item in enumerate(art.item_ids)}
-    metrics = {
-        name: evaluate_cases(art.model, cases, index, mask_history=mask_history)
-        for name, cases in (("valid", split.valid), ("test", split.test))
-    }
+    metrics = evaluate_artifact(
+        Path(args.artifact), data=args.data, protocol=args.protocol, split=args.split, seed=args.seed,
+        mask_history=args.mask_history,
+    )
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 
