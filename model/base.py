@@ -8,15 +8,11 @@ while model/recommender.py builds them all.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor, nn
 
+from model.config import RecommenderConfig
 from model.item_embeddings import ItemEmbedding
-
-if TYPE_CHECKING:
-    from model.recommender import RecommenderConfig
 
 
 class Recommender(nn.Module):

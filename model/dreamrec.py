@@ -3,7 +3,8 @@
 A causal transformer (model/sasrec.py) encodes the history into a condition c; an MLP denoiser predicts the
 target item's embedding x_0 from (x_t, c, t); classifier-free guidance mixes conditional and unconditional
 predictions at sampling time; the generated x_0 is ranked against the item table by inner product
-(METHOD.md section 2). The schedule maths lives in model/diffusion.py; this file holds only the networks.
+(METHOD.md section 2). The schedule maths lives in model/diffusion.py and `DreamRecConfig` in model/config.py;
+this file holds only the networks.
 
 Sampling starts from ONE fixed noise vector x_{T-1} drawn from `sample_seed` and shared by every row, and
 DDIM with eta = 0 is deterministic, so a history's vector depends on that history alone: the same request
@@ -13,59 +14,16 @@ gets the same answer whatever else the service batches with it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from model.base import Recommender
-from model.diffusion import BetaSchedule, NoiseSchedule, ScheduleConfig, guided_x0
+from model.config import RecommenderConfig
+from model.diffusion import NoiseSchedule, guided_x0
 from model.item_embeddings import ItemEmbedding
 from model.sasrec import SASRec
-
-if TYPE_CHECKING:
-    from model.recommender import RecommenderConfig
-
-
-@dataclass(frozen=True)
-class DreamRecConfig:
-    num_steps: int = 2000  # T, diffusion steps (paper: 2000)
-    beta_schedule: BetaSchedule = "linear"  # how beta_t grows with t (paper: linear)
-    beta_start: float = 1e-4  # beta at t = 0
-    beta_end: float = 0.02  # beta at t = T - 1
-    p_uncond: float = 0.1  # probability of training with the null condition (classifier-free guidance)
-    guidance: float = 5.0  # w in x0 = (1 + w) f(x_t, c, t) - w f(x_t, null, t)
-    sampling_steps: int = 50  # strided DDIM steps at inference, <= num_steps
-    denoiser_mult: int = 2  # denoiser MLP inner width = denoiser_mult * D
-    time_embed_dim: int = 128  # sinusoidal timestep features (even) before the step MLP
-    sample_seed: int = 0  # seeds the single shared starting noise x_{T-1}
-
-    def __post_init__(self) -> None:
-        self.schedule()  # ScheduleConfig validates num_steps and the betas
-        if not 0.0 <= self.p_uncond < 1.0:
-            raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond!r}")
-        if not (math.isfinite(self.guidance) and self.guidance >= 0.0):
-            raise ValueError(f"guidance must be a finite number >= 0, got {self.guidance!r}")
-        if self.guidance > 0.0 and self.p_uncond == 0.0:
-            raise ValueError("guidance > 0 needs an unconditional model: p_uncond must be > 0")
-        if isinstance(self.sampling_steps, bool) or not 1 <= self.sampling_steps <= self.num_steps:
-            raise ValueError(
-                f"sampling_steps must be an integer in [1, num_steps={self.num_steps}], got {self.sampling_steps!r}"
-            )
-        if self.denoiser_mult < 1:
-            raise ValueError(f"denoiser_mult must be >= 1, got {self.denoiser_mult!r}")
-        if self.time_embed_dim < 2 or self.time_embed_dim % 2:
-            raise ValueError(f"time_embed_dim must be even and >= 2, got {self.time_embed_dim!r}")
-        if self.sample_seed < 0:
-            raise ValueError(f"sample_seed must be >= 0, got {self.sample_seed!r}")
-
-    def schedule(self) -> ScheduleConfig:
-        return ScheduleConfig(
-            num_steps=self.num_steps, beta_schedule=self.beta_schedule, beta_start=self.beta_start,
-            beta_end=self.beta_end,
-        )
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:

@@ -1,4 +1,4 @@
-"""The recommender config, the SASRec recommender, and `build_recommender` for every backbone.
+"""The SASRec recommender and `build_recommender` for every backbone (their config: model/config.py).
 
 Every backbone implements `model.base.Recommender`: `loss(inputs, targets)`, `user_vectors(histories)`,
 `item_vectors()`, `encode_with_table(histories, table)`; training, evaluation and the service use only that.
@@ -6,130 +6,26 @@ Every backbone implements `model.base.Recommender`: `loss(inputs, targets)`, `us
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, get_args
-
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
 from model.base import Recommender
-from model.dreamrec import DreamRec, DreamRecConfig
+from model.config import RecommenderConfig
+from model.dreamrec import DreamRec
 from model.item_embeddings import (
-    UNISREC_INIT_STD,
     AdapterEmbedding,
     AlphaFuseEmbedding,
     IDEmbedding,
-    IdInit,
     ItemEmbedding,
     LLMESREmbedding,
     LLMInitEmbedding,
     RLMRecEmbedding,
     UniSRecEmbedding,
 )
-from model.sasrec import SASRec, SASRecConfig
+from model.sasrec import SASRec
 
 __all__ = ["Recommender", "RecommenderConfig", "SequentialRecommender", "build_recommender"]
-
-ItemEmbeddingKind = Literal[
-    "alphafuse", "id", "llminit", "whitened-text", "morec", "whitenrec", "unisrec", "rlmrec-con", "rlmrec-gen",
-    "llmesr",
-]
-Backbone = Literal["sasrec", "dreamrec"]
-LossKind = Literal["ce", "sampled-softmax", "infonce", "bce"]
-Similarity = Literal["dot", "cosine"]
-ITEM_EMBEDDINGS: tuple[str, ...] = get_args(ItemEmbeddingKind)
-BACKBONES: tuple[str, ...] = get_args(Backbone)
-LOSSES: tuple[str, ...] = get_args(LossKind)
-# Variants whose item rows are the projection's coordinates Z themselves (plus IDs): their width is Z's.
-LANGUAGE_TABLE_VARIANTS: tuple[str, ...] = ("alphafuse", "llminit", "whitened-text")
-# The paper's other SASRec baselines: text passes through trained modules (or only shapes training), their
-# width is hidden_dim whatever the language input's, and they are defined for the SASRec backbone only.
-SASREC_BASELINES: tuple[str, ...] = ("morec", "whitenrec", "unisrec", "rlmrec-con", "rlmrec-gen", "llmesr")
-
-
-@dataclass(frozen=True)
-class RecommenderConfig:
-    item_embedding: ItemEmbeddingKind = "alphafuse"  # how item vectors are made (see item_embeddings.py)
-    backbone: Backbone = "sasrec"  # sasrec (discriminative) or dreamrec (diffusion)
-    sasrec: SASRecConfig = field(default_factory=SASRecConfig)  # also DreamRec's history encoder
-    dreamrec: DreamRecConfig = field(default_factory=DreamRecConfig)  # used by backbone "dreamrec" only
-    loss: LossKind = "ce"  # SASRec: full softmax CE, sampled softmax (logQ), sampled InfoNCE, or BCE
-    negatives: int = 64  # InfoNCE negatives per positive
-    softmax_negatives: int = 8192  # sampled softmax: negatives shared by a batch, drawn by popularity
-    temperature: float = 0.07  # divides cosine logits; unused for dot similarity
-    similarity: Similarity = "dot"  # training and ranking use the same one
-    freeze_language: bool = True  # AlphaFuse: language coordinates frozen (False = ablation)
-    id_init: IdInit = "zeros"  # AlphaFuse null-space ID initialisation
-    # Init std of trainable ID rows; 0 = by backbone (see `id_init_std`).
-    id_std: float = 0.0
-    d_n: int = 64  # AlphaFuse null-space width hosting IDs
-    # Width of the language rows the item embedding reads (Z, or E for the adapter baselines); 0 = none, or
-    # the item width (artifacts from before the field, whose language rows were always as wide as the items).
-    language_dim: int = 0
-    align_weight: float = 0.1  # rlmrec-*: weight of the alignment loss added to the recommendation loss
-
-    def __post_init__(self) -> None:
-        if self.item_embedding not in ITEM_EMBEDDINGS:
-            raise ValueError(f"item_embedding must be one of {ITEM_EMBEDDINGS}, got {self.item_embedding!r}")
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.similarity not in ("dot", "cosine"):
-            raise ValueError(f"similarity must be 'dot' or 'cosine', got {self.similarity!r}")
-        if self.negatives <= 0 or self.softmax_negatives <= 0 or self.temperature <= 0:
-            raise ValueError("negatives, softmax_negatives and temperature must be positive")
-        if not (math.isfinite(self.id_std) and self.id_std >= 0.0):
-            raise ValueError(f"id_std must be a finite number >= 0 (0 = by backbone), got {self.id_std!r}")
-        if self.backbone == "dreamrec" and self.similarity != "dot":
-            raise ValueError(f"dreamrec ranks by inner product: similarity must be 'dot', got {self.similarity!r}")
-        if self.backbone != "sasrec" and self.item_embedding in SASREC_BASELINES:
-            raise ValueError(f"item_embedding {self.item_embedding!r} is a SASRec baseline: backbone must be 'sasrec'")
-        if self.language_dim < 0:
-            raise ValueError(f"language_dim must be >= 0, got {self.language_dim!r}")
-        if not (math.isfinite(self.align_weight) and self.align_weight >= 0.0):
-            raise ValueError(f"align_weight must be a finite number >= 0, got {self.align_weight!r}")
-
-    def id_init_std(self, item_embedding: str) -> float:
-        """The std that trainable ID rows start from.
-
-        SASRec only compares directions through a softmax, so the usual 1/sqrt(D) row norm of ~1 suits it.
-        DreamRec regresses x_0 = the target's row under N(0, I) noise, so the rows must live at the noise's
-        scale, as in DreamRec's own code: from 1/sqrt(D) the targets sat near zero signal-to-noise and the
-        MSE toward a trainable table shrank them to a point (Toys N@20 0.0004, chance level). Unit variance
-        only slows that shrinkage; nothing in the plain objective stops it (benchmarks/RESULTS.md).
-        AlphaFuse's optional normal init is the method's N(0, 1) at language scale 1; training passes the
-        projection's language scale as `id_std` (TrainConfig.recommender_config), keeping IDs at Z's scale.
-
-        The SASRec baselines' ID tables start as `id`'s does (RLMRec's table is `id`'s; LLM-ESR's collaborative
-        view only when no PCA init is given), except UniSRec's ID embedding, which keeps UniSRec's own 0.02,
-        the scale of its experts' initial output it is added to.
-        """
-        if self.id_std > 0.0:
-            return self.id_std
-        if item_embedding == "unisrec":
-            return UNISREC_INIT_STD
-        if item_embedding in ("id", "rlmrec-con", "rlmrec-gen", "llmesr") and self.backbone == "sasrec":
-            return 1.0 / math.sqrt(self.sasrec.hidden_dim)
-        return 1.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> RecommenderConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"unknown recommender config keys: {sorted(unknown)}")
-        values = dict(raw)
-        if isinstance(values.get("sasrec"), dict):
-            values["sasrec"] = SASRecConfig(**values["sasrec"])
-        if isinstance(values.get("dreamrec"), dict):
-            values["dreamrec"] = DreamRecConfig(**values["dreamrec"])
-        return cls(**values)
 
 
 class SequentialRecommender(Recommender):

@@ -70,7 +70,7 @@ else
     extra=(--protocol loo --epochs 2 --patience 2 --hidden-dim 16 --d-n 8 --max-len 8 --batch-size 16 --negatives 8)
   fi
   log "training a tiny artifact on $data"
-  "$PY" -m training.cli train --data "$data" --out "$artifact" --cache-dir "$work/cache" "${extra[@]}" \
+  "$PY" -m cli train --data "$data" --out "$artifact" --cache-dir "$work/cache" "${extra[@]}" \
     >"$work/train.log" 2>&1 || { tail -20 "$work/train.log" >&2; fail "training failed"; }
 fi
 # the container runs as an unprivileged user (uid 10001): it must be able to read every file

@@ -21,6 +21,7 @@ import torch
 from fastapi.testclient import TestClient
 from torch.nn import functional as F
 
+from cli.main import build_parser
 from model.artifact import Artifact, load_artifact
 from model.item_embeddings import (
     UNISREC_EXPERTS,
@@ -38,7 +39,6 @@ from service.ranker import NewItem, Query, Ranker
 from service.settings import ServiceSettings
 from service.store import StoredItem
 from tests.conftest import write_tiny_dataset
-from training.cli import build_parser
 from training.config import TrainConfig
 from training.data import load_dataset
 from training.evaluate import case_scores, pad_histories

@@ -12,8 +12,9 @@ import torch
 from torch import Tensor
 
 from model.artifact import load_artifact
+from model.config import DreamRecConfig
 from model.diffusion import NoiseSchedule, guided_x0
-from model.dreamrec import DreamRec, DreamRecConfig, timestep_embedding
+from model.dreamrec import DreamRec, timestep_embedding
 from model.item_embeddings import AlphaFuseEmbedding
 from model.recommender import RecommenderConfig, build_recommender
 from model.sasrec import SASRecConfig

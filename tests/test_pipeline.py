@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from cli.main import main as cli_main
 from model.artifact import ArtifactError, load_artifact
-from training.cli import main as cli_main
 from training.data import load_dataset
 from training.encoders import embed_items, encoder_from_identity
 from training.evaluate import case_scores, evaluate_cases
@@ -103,7 +103,7 @@ def test_cli_train_and_evaluate(tiny_data: Path, tmp_path: Path, capsys: pytest.
     assert summary.startswith("trained in ") and "best epoch " in summary
     assert f"{trained['test']['ndcg@20']:.4f}" in summary and repr(trained["test"]["ndcg@20"]) not in summary
     assert summary.count(str(out)) == 2  # "artifact: ..." and the serve command
-    assert summary.rstrip().splitlines()[-1].endswith(f"-m training.cli serve --artifact {out}")
+    assert summary.rstrip().splitlines()[-1].endswith(f"-m cli serve --artifact {out}")
     # every input defaults to what the artifact records (data, protocol, split, seed)
     assert cli_main(["evaluate", "--artifact", str(out)]) == 0
     evaluated = json.loads(capsys.readouterr().out)

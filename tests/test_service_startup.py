@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from training.cli import main as cli_main
+from cli.main import main as cli_main
 
 
 def _serve(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:

@@ -11,8 +11,15 @@ from typing import Any, Literal
 
 import yaml
 
-from model.dreamrec import DreamRecConfig
-from model.recommender import BACKBONES, ITEM_EMBEDDINGS, LOSSES, SASREC_BASELINES, ItemEmbeddingKind, RecommenderConfig
+from model.config import (
+    BACKBONES,
+    ITEM_EMBEDDINGS,
+    LOSSES,
+    SASREC_BASELINES,
+    DreamRecConfig,
+    ItemEmbeddingKind,
+    RecommenderConfig,
+)
 from model.sasrec import SASRecConfig
 
 PROTOCOLS: tuple[str, ...] = ("loo", "cold-users")

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from model.artifact import load_artifact
 from model.base import Recommender
+from training.data import k_core, load_dataset
 from training.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
-from training.splits import EvalCase
+from training.provenance import resolve_data, trained_on
+from training.splits import EvalCase, split_for
 
 
 def pad_histories(histories: Sequence[Sequence[int]], max_len: int) -> Tensor:
@@ -100,6 +104,38 @@ def evaluate_cases(
     out = metrics_from_ranks(ranks, ks)
     out["cases"] = float(len(cases))
     return out
+
+
+def evaluate_artifact(
+    artifact: Path,
+    *,
+    data: str | None = None,
+    protocol: str | None = None,
+    split: str | None = None,
+    seed: int | None = None,
+    mask_history: bool | None = None,
+) -> dict[str, dict[str, float]]:
+    """Validation and test metrics of the artifact directory `artifact` (`alphafuse evaluate`).
+
+    Every input defaults to what the artifact was trained with, so a bare call rebuilds the same split;
+    each argument given overrides it."""
+    art = load_artifact(artifact)
+    recorded = trained_on(art.manifest)
+    protocol = protocol or recorded.protocol
+    if protocol is None:
+        raise ValueError(f"{artifact}/manifest.json does not record its protocol: pass --protocol")
+    seed = seed if seed is not None else recorded.seed
+    split_dir = split if split is not None else recorded.split
+    mask_history = mask_history if mask_history is not None else recorded.mask_history
+    ds = load_dataset(resolve_data(data, recorded, artifact))
+    if recorded.k_core > 1:
+        ds = k_core(ds, recorded.k_core)
+    chosen = split_for(ds, protocol, seed, Path(split_dir) if split_dir else None)
+    index = {item: row + 1 for row, item in enumerate(art.item_ids)}
+    return {
+        name: evaluate_cases(art.model, cases, index, mask_history=mask_history)
+        for name, cases in (("valid", chosen.valid), ("test", chosen.test))
+    }
 
 
 TAIL_BELOW = 5  # a target item with fewer training interactions than this is a tail item

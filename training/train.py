@@ -18,9 +18,10 @@ import torch
 
 from model.artifact import save_artifact
 from model.base import Recommender
+from model.config import LANGUAGE_TABLE_VARIANTS, SASREC_BASELINES
 from model.dreamrec import DreamRec
 from model.projection import Projection, fit_projection, identity_projection
-from model.recommender import LANGUAGE_TABLE_VARIANTS, SASREC_BASELINES, SequentialRecommender, build_recommender
+from model.recommender import SequentialRecommender, build_recommender
 from training.config import TrainConfig
 from training.data import Dataset, k_core, load_dataset
 from training.encoders import TEXT_TEMPLATE_VERSION, embed_items, encoder_from_spec
