@@ -572,6 +572,15 @@ def _add_docs(app: FastAPI) -> None:
     app.add_route("/redoc", redoc, include_in_schema=False)
 
 
+UI_PATH = "/ui"
+
+
+def _add_ui(app: FastAPI) -> None:
+    """/ui: the playground, plain HTML + JS shipped in this package (`service/ui`), using only the public
+    API above; /ui without the slash redirects to it."""
+    app.router.routes.append(Mount(UI_PATH, StaticFiles(packages=[("service", "ui")], html=True), name="ui"))
+
+
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """The app for `settings` (default: read from `ALPHAFUSE_*` environment variables)."""
     settings = settings if settings is not None else ServiceSettings()  # type: ignore[call-arg]
@@ -624,4 +633,5 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.add_api_route("/metrics", metrics, methods=["GET"], tags=["ops"], summary="Prometheus metrics",
                       response_class=Response)
     _add_docs(app)
+    _add_ui(app)
     return app
