@@ -1,6 +1,6 @@
 """The paper's tables on real data: `python benchmarks/paper.py --table NAME` (`--dry-run` lists the runs).
 
-Tables (METHOD.md sections 3-4), every one on the SASRec backbone:
+Tables (arXiv 2504.19218, Tables 1-4), every one on the SASRec backbone:
 
 - `cold-users`: every item-embedding variant on the paper's cold-start-user splits of Toys, Beauty and Sports
   (`splits/preferdiff`), full ranking (AlphaFuse Table 2);
@@ -9,7 +9,7 @@ Tables (METHOD.md sections 3-4), every one on the SASRec backbone:
   all items (the honest number), per group and overall (AlphaFuse Table 3; training/longtail.py);
 - `ablation`: AlphaFuse on the Toys split without freezing, clipping or standardisation, d_n in
   {0, 16, 32, 64, 96, 128} at the recipe's hidden size, ID init normal instead of zeros, and popularity- instead
-  of uniform-weighted covariance (METHOD.md section 1);
+  of uniform-weighted covariance (README "How it works", step 2);
 - `cold-items`: a tenth of the Toys catalogue held out of training and folded in from text
   (training/cold_items.py), for each variant that can fold items in, beside AlphaFuse trained with them;
 - `ml-1m`: every variant on MovieLens-1M, leave-one-out, full ranking, with benchmarks/configs/ml-1m.yaml.
@@ -155,11 +155,11 @@ class Published:
     source: str
 
 
-_T2 = "AlphaFuse Table 2: SASRec, OpenAI text-embedding-3 (METHOD.md 4)"
-_REF = "public AlphaFuse code run unmodified on this split, MiniLM, ~150 epochs (METHOD.md 4)"
-_T3 = "AlphaFuse Table 3: LLM-ESR's own Beauty (3-core, not ours), 100 sampled negatives (METHOD.md 4)"
-_ABL = "AlphaFuse ablation on Movies & TV, not Toys: compare each row's ratio to full (METHOD.md 1)"
-_ML = "Klenitskiy & Vasilev, RecSys 2023: SASRec full CE, window 200, seen items masked (METHOD.md 6)"
+_T2 = "AlphaFuse Table 2: SASRec, OpenAI text-embedding-3"
+_REF = "public AlphaFuse code run unmodified on this split, MiniLM, ~150 epochs"
+_T3 = "AlphaFuse Table 3: LLM-ESR's own Beauty (3-core, not ours), 100 sampled negatives"
+_ABL = "AlphaFuse ablation on Movies & TV, not Toys: compare each row's ratio to full"
+_ML = "Klenitskiy & Vasilev, RecSys 2023: SASRec full CE, window 200, seen items masked"
 PUBLISHED: tuple[Published, ...] = (
     Published("cold-users", "amazon-toys", "id", "test.ndcg@20", 0.0321, _T2),
     Published("cold-users", "amazon-toys", "rlmrec-gen", "test.ndcg@20", 0.0347, _T2 + ", its best baseline"),

@@ -26,7 +26,7 @@ def _pyplot() -> Any:
 def plot_spectrum(eigenvalues: np.ndarray, d_s: int, d_n: int, title: str, path: Path) -> None:
     """The eigenvalues S of the language covariance, divided by the largest, on a log scale, with the
     semantic rows (the first d_s), the null space hosting the IDs (the next d_n) and the clipped rest marked
-    (METHOD.md section 1, step 3)."""
+    (README "How it works", step 3)."""
     s = np.asarray(eigenvalues, dtype=np.float64)
     if s.ndim != 1 or s.size == 0 or s[0] <= 0:
         raise ValueError(f"eigenvalues must be a non-empty descending vector with a positive first value, got {s[:3]}")

@@ -3,8 +3,8 @@
 A causal transformer (model/sasrec.py) encodes the history into a condition c; an MLP denoiser predicts the
 target item's embedding x_0 from (x_t, c, t); classifier-free guidance mixes conditional and unconditional
 predictions at sampling time; the generated x_0 is ranked against the item table by inner product
-(METHOD.md section 2). The schedule maths lives in model/diffusion.py and `DreamRecConfig` in model/config.py;
-this file holds only the networks.
+(Yang et al., NeurIPS 2023; README "DreamRec"). The schedule maths lives in model/diffusion.py and
+`DreamRecConfig` in model/config.py; this file holds only the networks.
 
 Sampling starts from ONE fixed noise vector x_{T-1} drawn from `sample_seed` and shared by every row, and
 DDIM with eta = 0 is deterministic, so a history's vector depends on that history alone: the same request

@@ -4,7 +4,7 @@ Every variant returns the full table `(N + 1, D)` from `forward()`; row 0 is the
 exact, untrainable zero so padded positions contribute nothing anywhere.
 
 Besides AlphaFuse and its ID / LLMInit / whitened-text comparisons, this file holds the paper's SASRec
-baselines (METHOD.md section 2): MoRec and WhitenRec (`AdapterEmbedding`), UniSRec (`UniSRecEmbedding`),
+baselines (the README's variant table): MoRec and WhitenRec (`AdapterEmbedding`), UniSRec (`UniSRecEmbedding`),
 RLMRec-Con / -Gen (`RLMRecEmbedding`) and LLM-ESR (`LLMESREmbedding`). Each variant also owns its cold-start
 rule (`fold_in`) and any auxiliary training objective (`aux_loss`), so the service and the trainer never
 branch on variant names.
@@ -104,7 +104,8 @@ class ItemEmbedding(nn.Module):
 
 
 class AlphaFuseEmbedding(ItemEmbedding):
-    """`x_i = Z_i + [0_{d_s}, V_i]` (METHOD.md 1.7): frozen language coordinates, IDs in the null space.
+    """`x_i = Z_i + [0_{d_s}, V_i]` (README "How it works", step 4): frozen language coordinates, IDs in
+    the null space.
 
     `language` is `Z = (E - mu) P` (N, d_s + d_n). With `freeze_language=False` (the "without freezing"
     ablation) Z becomes a parameter initialised from the same values.
@@ -139,7 +140,7 @@ class AlphaFuseEmbedding(ItemEmbedding):
         return _with_padding_row(table)
 
     def fold_in(self, language: Tensor, cold_id: ColdId = "zeros") -> Tensor:
-        """`x = z + [0_{d_s}, v0]` (METHOD.md section 1), v0 = zeros or the mean trained ID row."""
+        """`x = z + [0_{d_s}, v0]` (README "How it works"), v0 = zeros or the mean trained ID row."""
         _check_cold_id(cold_id)
         if cold_id == "mean" and self.d_n > 0:
             # the same float32 sum as forward(): language + pad(ids)
@@ -196,7 +197,7 @@ class AdapterEmbedding(ItemEmbedding):
     MoRec reads the encoder output E itself, WhitenRec E whitened in all d_l directions (no clipping); the
     difference lives in the stored projection that makes `language` (N, d_l), not here. The language rows
     are a buffer, never trained: MoRec's best runs fine-tune the text encoder end to end, which this
-    project's frozen-encoder setting (METHOD.md section 2) leaves out.
+    project's frozen-encoder setting (every baseline here reads the same frozen embeddings) leaves out.
     """
 
     fold_in_unavailable = None

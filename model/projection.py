@@ -1,4 +1,4 @@
-"""The AlphaFuse decomposition of language embeddings (METHOD.md section 1), as pure numpy functions.
+"""The AlphaFuse decomposition of language embeddings (README "How it works", steps 2-3), as numpy functions.
 
 Everything here is computed in float64: the covariance of unit-norm sentence embeddings has eigenvalues
 spanning several orders of magnitude, and the whitening `S^-1/2` of the smallest kept ones amplifies

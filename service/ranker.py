@@ -4,7 +4,7 @@ Scores are exactly the offline ones (`training.evaluate.case_scores`): the user 
 same `encode_with_table` over the same left-padded, window-truncated history, and the index holds the
 same `item_vectors()` rows (L2-normalised when the model was trained with cosine similarity).
 
-Cold items (METHOD.md section 1): text -> `item_text` -> the artifact's encoder -> `projection.apply`
+Cold items (README "How it works"): text -> `item_text` -> the artifact's encoder -> `projection.apply`
 -> language coordinates z (k,) -> the item embedding's own rule, `model.items.fold_in(z, cold_id)`: for
 AlphaFuse the fused `x = z + [0_{d_s}, v0]`, v0 = zeros or the mean trained ID; for the adapter baselines
 the adapter of z (plus a zero or mean ID part where they have one); RLMRec models cannot fold in. The

@@ -1,6 +1,6 @@
 """Cold-start items protocol: items kept out of training entirely, folded in from their text, then ranked.
 
-METHOD.md section 1: a cold item's vector is `((e - mu) P) + [0, v0]` with `v0 = 0` or the mean of the
+README "How it works": a cold item's vector is `((e - mu) P) + [0, v0]` with `v0 = 0` or the mean of the
 trained IDs, "measure which is better". The protocol measures it the way the service works:
 
 1. a seeded fraction of the catalogue becomes cold;

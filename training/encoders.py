@@ -1,6 +1,6 @@
 """Frozen text encoders that turn item records into the language matrix E of shape (N, d_l).
 
-METHOD.md section 1: AlphaFuse needs E once for training and the *same* vector again when the service
+AlphaFuse (README "How it works") needs E once for training and the *same* vector again when the service
 folds in a new item. Hence three things live here together:
 
 - `item_text`: the one canonical record -> text template (versioned by `TEXT_TEMPLATE_VERSION`);

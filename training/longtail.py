@@ -1,5 +1,5 @@
 """The long-tail protocol of LLM-ESR (Liu et al., "LLM-ESR: Large Language Models Enhancement for Long-tailed
-Sequential Recommendation", NeurIPS 2024), which AlphaFuse's Table 3 follows (METHOD.md section 3).
+Sequential Recommendation", NeurIPS 2024), which AlphaFuse's Table 3 follows.
 
 What LLM-ESR does, read from its code (github.com/liuqidong07/LLM-ESR @ 356d34f; the file and function of each
 point in brackets; the paper's own text could not be consulted here, so the code is the source):

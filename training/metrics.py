@@ -1,4 +1,4 @@
-"""Ranking metrics for one target per case (METHOD.md section 3), as pure tensor functions."""
+"""Ranking metrics for one target per case (HR, NDCG and MRR at K; README "Protocols"), as pure tensor functions."""
 
 from __future__ import annotations
 

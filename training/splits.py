@@ -1,4 +1,4 @@
-"""Train / validation / test splits for the evaluation protocols of METHOD.md section 3.
+"""Train / validation / test splits for the evaluation protocols of the README's "Protocols" paragraph.
 
 A split is the only thing evaluation sees: training sequences per user, plus evaluation cases that each
 predict one target item from a chronological history. Histories are never truncated here; the model

@@ -99,7 +99,7 @@ def whitened_pca(cfg: TrainConfig, emb: np.ndarray, weights: np.ndarray | None) 
 
 
 def fit_item_projection(cfg: TrainConfig, emb: np.ndarray, weights: np.ndarray | None) -> Projection:
-    """The projection each (backbone, item_embedding) pair needs (METHOD.md section 1, step 3).
+    """The projection each (backbone, item_embedding) pair needs (README "How it works", step 3).
 
     whitened-text: no null space; every d_l direction for dreamrec, the top hidden_dim for sasrec (the same
     width as the other variants). dreamrec + alphafuse: every direction (no clipping),
