@@ -48,7 +48,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"serving it now on {base} (Ctrl-C stops); in another shell:",
         f"  curl -s {base}/recommend -H 'content-type: application/json' -d {shlex.quote(body)}",
         f"  {cmd} loadtest --url {base} --artifact {out} --duration 10",
-        f"  API docs: {base}/docs",
+        f"  playground: {base}/ui   API docs: {base}/docs",
         "to serve it again later:",
         later,
     ]), flush=True)
