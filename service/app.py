@@ -14,10 +14,12 @@ import contextlib
 import hmac
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
@@ -30,6 +32,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import Mount
 
+from model.artifact import ArtifactError
 from service.batching import MicroBatcher
 from service.errors import (
     ExplainUnavailable,
@@ -43,11 +46,12 @@ from service.errors import (
     ServiceError,
     StoreFull,
     StoreUnavailable,
+    SwapFailed,
     Unauthorized,
 )
 from service.guard import RequestGuard, is_json_decode_error, json_decode_detail, validation_detail
 from service.metrics import MetricsMiddleware, ServiceMetrics
-from service.ranker import AddedItem, FoldedItems, NewItem, Query, Ranker, Ranking
+from service.ranker import AddedItem, FoldedEntry, FoldedItems, NewItem, Query, Ranker, Ranking
 from service.ranker import SearchHit as RankerSearchHit
 from service.responses import json_response, recommend_body
 from service.schemas import (
@@ -65,9 +69,11 @@ from service.schemas import (
     RecommendResponse,
     SearchHit,
     SearchResponse,
+    SwapRequest,
+    SwapResponse,
 )
 from service.settings import ServiceSettings
-from service.store import ItemStore, SQLiteItemStore
+from service.store import ItemStore, SQLiteItemStore, StoredItem
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +86,7 @@ ERROR_STATUS: dict[type[ServiceError], int] = {
     ItemConflict: 409,
     FoldInUnavailable: 409,
     ExplainUnavailable: 409,
+    SwapFailed: 422,
     ItemNotFound: 404,
     Overloaded: 503,
     NotReady: 503,
@@ -112,20 +119,19 @@ class AppState:
     write_token: str | None = None
     read_token: str | None = None
     store_problem: str | None = None  # why the store cannot be written now (None: it can)
-    _model_dict: dict[str, str] | None = None
+    swap_executor: ThreadPoolExecutor | None = None  # loads a model to swap in, beside the serving one
+    swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def model_info(self) -> ModelInfo:
         assert self.ranker is not None
-        return ModelInfo(name=self.ranker.model_name, version=self.ranker.model_version)
+        return ModelInfo(**self.ranker.model_dict)
 
     @property
     def model_dict(self) -> dict[str, str]:
         """`model_info` as the plain dict that /recommend's body embeds (the same for every request)."""
         assert self.ranker is not None
-        if self._model_dict is None:
-            self._model_dict = self.model_info.model_dump()
-        return self._model_dict
+        return self.ranker.model_dict
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn` in the worker thread (serialised with ranking batches)."""
@@ -174,19 +180,20 @@ class AppState:
         self.sync()
         return self.ranker.recommend_many(queries)
 
-    def commit_items(self, folded: FoldedItems, upsert: bool) -> list[AddedItem]:
+    def commit_items(self, folded: FoldedItems, upsert: bool) -> tuple[list[AddedItem], ModelInfo]:
         ranker, store = self.ranker, self.store
         assert ranker is not None and store is not None
         try:
-            return self._store_call(lambda: ranker.commit_items(store, folded, upsert=upsert))
+            return self._store_call(lambda: ranker.commit_items(store, folded, upsert=upsert)), self.model_info
         finally:
             self.metrics.set_catalogue(ranker.size, ranker.num_cold)
 
-    def delete_item(self, item_id: str) -> int:
+    def delete_item(self, item_id: str) -> ModelInfo:
         ranker, store = self.ranker, self.store
         assert ranker is not None and store is not None
         try:
-            return self._store_call(lambda: ranker.delete_item(store, item_id))
+            self._store_call(lambda: ranker.delete_item(store, item_id))
+            return self.model_info
         finally:
             self.metrics.set_catalogue(ranker.size, ranker.num_cold)
 
@@ -195,11 +202,35 @@ class AppState:
         self.sync()
         return self.ranker.get_item(item_id)
 
-    def search(self, z: np.ndarray, k: int) -> list[tuple[RankerSearchHit, dict[str, Any]]]:
+    def search(
+        self, q: str, z: np.ndarray, version: str, k: int
+    ) -> tuple[list[tuple[RankerSearchHit, dict[str, Any]]], ModelInfo]:
         ranker = self.ranker
         assert ranker is not None
         self.sync()
-        return [(h, ranker.get_item(h.item_id)[0]) for h in ranker.search(z, k)]
+        if version != ranker.version:  # a model was swapped in while the query was encoded
+            z = ranker.query_language(q)
+        return [(h, ranker.get_item(h.item_id)[0]) for h in ranker.search(z, k)], self.model_info
+
+    def last_seq(self) -> int:
+        assert self.ranker is not None
+        self.sync()
+        return self.ranker.last_seq
+
+    def switch(self, ranker: Ranker, store: ItemStore, since: int) -> ItemStore | None:
+        """Serve `ranker` and `store` from the next batch on (runs in the worker thread, between batches,
+        so every batch is ranked by one model); returns the store it replaced.
+
+        Cold items written under the old model after `since` (while the new one loaded, through any worker)
+        are applied to the new model's rows first: additions re-encoded from their text, deletions deleted,
+        so nothing acknowledged during the swap is left behind."""
+        old = self.store
+        if old is not None and self.settings.carry_cold_items:
+            _carry_delta(old, since, ranker, store)
+        self.ranker, self.store = ranker, store
+        self.store_problem = None
+        self.metrics.set_catalogue(ranker.size, ranker.num_cold)
+        return old
 
 
 def _init_worker_thread(torch_threads: int, faiss_threads: int) -> None:
@@ -213,15 +244,21 @@ def _init_worker_thread(torch_threads: int, faiss_threads: int) -> None:
 
 def _load(state: AppState) -> None:
     """Runs in the worker thread: artifact, index, encoder, store, and the stored cold items."""
-    s = state.settings
+    state.ranker, state.store = _open(state.settings, state.settings.artifact, state.settings.store_path)
+    state.metrics.set_catalogue(state.ranker.size, state.ranker.num_cold)
+
+
+def _open(s: ServiceSettings, artifact: Path, store_path: Path) -> tuple[Ranker, SQLiteItemStore]:
+    """The ranker of `artifact` and its view of the store, with the store's cold items folded in (and
+    those of other model versions carried over, when `carry_cold_items`)."""
     ranker = Ranker.load(
-        s.artifact, verify_checksums=s.verify_checksums, encoder_preload=s.encoder_preload,
+        artifact, verify_checksums=s.verify_checksums, encoder_preload=s.encoder_preload,
         encoder_base_url=s.encoder_base_url, index=s.index, auto_hnsw_min_items=s.auto_hnsw_min_items,
         hnsw_m=s.hnsw_m, hnsw_ef_construction=s.hnsw_ef_construction, hnsw_ef_search=s.hnsw_ef_search,
         cold_id=s.cold_id,
         max_k=s.max_k, max_items_per_add=s.max_items_per_request,
     )
-    store = SQLiteItemStore(s.store_path, ranker.version, max_items=s.max_cold_items, reset=s.reset_store)
+    store = SQLiteItemStore(store_path, ranker.version, max_items=s.max_cold_items, reset=s.reset_store)
     ranker.sync(store)
     if s.carry_cold_items:
         carried, skipped = ranker.carry_over(store)
@@ -239,10 +276,68 @@ def _load(state: AppState) -> None:
         if stale:
             log.warning(
                 "item store %s holds cold items of other model versions, not served by %s: %s",
-                s.store_path, ranker.version, stale,
+                store_path, ranker.version, stale,
             )
-    state.ranker, state.store = ranker, store
-    state.metrics.set_catalogue(ranker.size, ranker.num_cold)
+    return ranker, store
+
+
+def _carry_delta(old: ItemStore, since: int, ranker: Ranker, store: ItemStore) -> None:
+    """Apply the old version's changes after `since` to `store` (the new version) and serve them."""
+    latest: dict[str, StoredItem] = {}
+    for row in old.changes_since(since):
+        latest[row.item_id] = row  # oldest first: the last row of an id is its state now
+    added: list[StoredItem] = []
+    for iid, row in latest.items():
+        if ranker.is_trained(iid):
+            continue
+        if row.deleted:
+            current = store.get(iid)
+            if current is not None and not current.deleted:
+                store.delete(iid)
+            continue
+        try:
+            x = ranker.fold_in([NewItem(iid, dict(row.record))])[0]
+        except ServiceError as e:  # e.g. posted as a bare embedding: no text to re-encode
+            log.warning("cold item %r written during the model swap is not carried over: %s", iid, e)
+            continue
+        added.append(StoredItem(iid, dict(row.record), x))
+    if added:
+        store.add(added, upsert=True)
+    if latest:
+        log.info("model swap: %d cold-item changes made during the load applied to the new model", len(latest))
+    ranker.sync(store)
+
+
+async def swap_model(state: AppState, artifact: Path) -> ModelInfo:
+    """Load `artifact` beside the serving model, carry the cold items over, then switch atomically.
+
+    The load (artifact, index, encoder, re-encoding carried items) runs in its own thread while the old
+    model keeps serving; the switch happens in the worker thread between two batches, so requests in flight
+    finish on the old model and every response names the model that answered it. A load that fails (a
+    missing or corrupt artifact) leaves the old model serving and raises with the reason. One swap at a time.
+    """
+    async with state.swap_lock:
+        if state.swap_executor is None or state.store is None:
+            raise NotReady("the service is not running")
+        loop = asyncio.get_running_loop()
+        path = Path(artifact)
+        store_path = state.store.path if isinstance(state.store, SQLiteItemStore) else state.settings.store_path
+        since = await state.run(state.last_seq)
+        try:
+            ranker, store = await loop.run_in_executor(
+                state.swap_executor, partial(_open, state.settings, path, store_path)
+            )
+        except (ArtifactError, FileNotFoundError, ValueError) as e:
+            log.error("model swap to %s failed, still serving %s: %s", path, state.ranker and state.ranker.version, e)
+            reason = " ".join(str(e).split())
+            raise SwapFailed(f"cannot load {path}: {reason}; still serving the previous model") from e
+        old_version = state.ranker.version if state.ranker is not None else None
+        old_store = await state.run(state.switch, ranker, store, since)
+        if old_store is not None and old_store is not store:
+            await state.run(old_store.close)
+        log.info("swapped model %s -> %s (%d items, %d cold)", old_version, ranker.version, ranker.size,
+                 ranker.num_cold)
+        return state.model_info
 
 
 async def _sync_forever(state: AppState) -> None:
@@ -250,6 +345,26 @@ async def _sync_forever(state: AppState) -> None:
         await asyncio.sleep(state.settings.sync_interval_s)
         await state.run(state.sync)
         await state.run(state.check_store)
+
+
+def _reload_on_sighup(state: AppState) -> None:
+    """SIGHUP swaps in the artifact at the configured path again (e.g. retrained into the same directory).
+    Each worker process handles its own signal: with several workers, signal each (their pids: /readyz)."""
+    loop = asyncio.get_running_loop()
+
+    async def reload() -> None:
+        try:
+            await swap_model(state, state.settings.artifact)
+        except ServiceError as e:
+            log.error("SIGHUP reload: %s", e)
+
+    def on_hup() -> None:
+        state.tasks.append(loop.create_task(reload(), name="sighup-reload"))
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests), or no SIGHUP
+        log.debug("SIGHUP reload not available in this thread")
 
 
 @contextlib.asynccontextmanager
@@ -270,6 +385,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_workers=1, thread_name_prefix="alphafuse-encoder", initializer=_init_worker_thread,
         initargs=(s.torch_threads, s.faiss_threads),
     )
+    state.swap_executor = ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="alphafuse-swap", initializer=_init_worker_thread,
+        initargs=(s.torch_threads, s.faiss_threads),
+    )
     try:
         await state.run(_load, state)
         assert state.ranker is not None
@@ -279,6 +398,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         state.batcher.start()
         state.tasks.append(asyncio.get_running_loop().create_task(_sync_forever(state), name="store-sync"))
+        _reload_on_sighup(state)
         state.ready = True
         kind = state.ranker.index_kind if s.index != "auto" else f"{state.ranker.index_kind} (auto)"
         log.info(
@@ -299,6 +419,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.executor = None
         state.encoder_executor.shutdown(wait=True)
         state.encoder_executor = None
+        state.swap_executor.shutdown(wait=True)
+        state.swap_executor = None
         if state.store is not None:
             state.store.close()
 
@@ -423,10 +545,10 @@ def check_item_limits(
 # routes
 
 
-async def _fold_history_texts(body: RecommendRequest, svc: AppState) -> list[str | np.ndarray]:
+async def _fold_history_texts(body: RecommendRequest, svc: AppState) -> list[str | FoldedEntry | np.ndarray]:
     """The history with each text entry replaced by its fused vector, folded in exactly as POST /items
     folds a new item in (in the encoder thread), but stored nowhere."""
-    history: list[str | np.ndarray] = [h if isinstance(h, str) else "" for h in body.history]
+    history: list[str | FoldedEntry | np.ndarray] = [h if isinstance(h, str) else "" for h in body.history]
     texts = [(i, h) for i, h in enumerate(body.history) if isinstance(h, HistoryText)]
     if not texts:
         return history
@@ -440,11 +562,11 @@ async def _fold_history_texts(body: RecommendRequest, svc: AppState) -> list[str
     check_item_limits([h for _, h in texts], s.max_text_chars, s.max_list_items, names)
     assert svc.ranker is not None
     items = [NewItem(name, h.record(), h.embedding) for name, (_, h) in zip(names, texts, strict=True)]
-    vectors = await _timed(
-        svc.run_encoder(svc.ranker.fold_in, items), s.request_timeout_s, "encoding the history's text entries"
+    folded = await _timed(
+        svc.run_encoder(svc.ranker.fold_history, items), s.request_timeout_s, "encoding the history's text entries"
     )
-    for (i, _), v in zip(texts, vectors, strict=True):
-        history[i] = v
+    for (i, _), entry in zip(texts, folded, strict=True):
+        history[i] = entry
     return history
 
 
@@ -456,7 +578,7 @@ async def recommend(body: RecommendRequest, svc: Service) -> Response:
         allow=body.allow, deny=body.deny, ignore_unknown=body.ignore_unknown, explain=body.explain,
     )
     ranking = await _timed(svc.batcher.submit(query), svc.settings.request_timeout_s, "ranking")
-    return json_response(recommend_body(ranking, svc.model_dict))
+    return json_response(recommend_body(ranking, svc.model_dict))  # the ranking names its own model
 
 
 async def add_items(body: ItemsCreateRequest, svc: Service) -> ItemsCreateResponse:
@@ -468,10 +590,10 @@ async def add_items(body: ItemsCreateRequest, svc: Service) -> ItemsCreateRespon
         svc.run_encoder(svc.ranker.fold_in_new, items, upsert=body.upsert), s.request_timeout_s, "encoding the items"
     )
     # never time-limited: once the commit starts, the client must learn its outcome
-    added = await svc.run(svc.commit_items, folded, body.upsert)
+    added, model = await svc.run(svc.commit_items, folded, body.upsert)
     return ItemsCreateResponse(
         items=[ItemResponse(item_id=a.item_id, record=a.record, cold=True) for a in added],
-        replaced=[a.item_id for a in added if a.replaced], model=svc.model_info,
+        replaced=[a.item_id for a in added if a.replaced], model=model,
     )
 
 
@@ -486,11 +608,12 @@ async def search(
         raise InvalidRequest(f"q has {len(q)} characters; at most {s.max_text_chars} (ALPHAFUSE_MAX_TEXT_CHARS)")
     if svc.ranker.search_unavailable is not None:
         raise FoldInUnavailable(svc.ranker.search_unavailable)
-    z = await _timed(svc.run_encoder(svc.ranker.query_language, q), s.request_timeout_s, "encoding the query")
-    hits = await svc.run(svc.search, z, k)
+    ranker = svc.ranker
+    z = await _timed(svc.run_encoder(ranker.query_language, q), s.request_timeout_s, "encoding the query")
+    hits, model = await svc.run(svc.search, q, z, ranker.version, k)
     return SearchResponse(
         items=[SearchHit(item_id=h.item_id, score=h.score, cold=h.cold, record=record) for h, record in hits],
-        model=svc.model_info,
+        model=model,
     )
 
 
@@ -500,8 +623,16 @@ async def get_item(item_id: str, svc: Service) -> ItemResponse:
 
 
 async def delete_item(item_id: str, svc: Service) -> ItemDeletedResponse:
-    await svc.run(svc.delete_item, item_id)
-    return ItemDeletedResponse(item_id=item_id, model=svc.model_info)
+    model = await svc.run(svc.delete_item, item_id)
+    return ItemDeletedResponse(item_id=item_id, model=model)
+
+
+async def swap(body: SwapRequest, svc: Service) -> SwapResponse:
+    artifact = Path(body.artifact) if body.artifact is not None else svc.settings.artifact
+    previous = svc.model_info
+    model = await swap_model(svc, artifact)
+    assert svc.ranker is not None
+    return SwapResponse(model=model, previous=previous, items=svc.ranker.size, cold_items=svc.ranker.num_cold)
 
 
 async def healthz() -> HealthResponse:
@@ -622,6 +753,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         "/items/{item_id:path}", delete_item, methods=["DELETE"], response_model=ItemDeletedResponse,
         dependencies=writes, responses=_errors(401, 404, 409, 422, 503),
         summary="Delete a cold item (durable before 200; trained items: 409)", tags=["items"],
+    )
+    app.add_api_route(
+        "/admin/model", swap, methods=["POST"], response_model=SwapResponse, dependencies=writes,
+        responses=_errors(*BODY_ERRORS, 401, 503),
+        summary="Swap in a new model artifact without downtime (this worker process)", tags=["ops"],
     )
     app.add_api_route("/healthz", healthz, methods=["GET"], response_model=HealthResponse, tags=["ops"],
                       summary="Alive (no dependencies checked)")

@@ -46,6 +46,10 @@ class ExplainUnavailable(ServiceError):
     """The served model's item vectors do not split into language and ID parts (not AlphaFuse)."""
 
 
+class SwapFailed(InvalidRequest):
+    """A new model could not be loaded; the previous one keeps serving (the message says why)."""
+
+
 class ItemNotFound(ServiceError):
     def __init__(self, item_id: str) -> None:
         self.item_id = item_id

@@ -14,6 +14,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.schemas import UNION_TAGS
+
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MAX_DETAIL_CHARS = 600  # an error detail never grows with the request that caused it
 MAX_ERRORS_SHOWN = 3
@@ -101,7 +103,7 @@ def _shown(value: Any) -> str:
 
 
 def _where(loc: Sequence[Any]) -> str:
-    parts = [p for p in loc if p != "body"]
+    parts = [p for p in loc if p != "body" and p not in UNION_TAGS]
     out = ""
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))

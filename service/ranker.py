@@ -55,12 +55,22 @@ EXACT_FETCH_MIN = 1024  # a query needing more index results than this (and > 1/
 
 
 @dataclass(frozen=True)
-class Query:
-    """One recommendation request, oldest first. A history entry is an item id (trained or cold), or the
-    fused input vector (D,) of an item described by its text and folded in for this query only
-    (`Ranker.fold_in`): it is context, never stored, never recommended."""
+class FoldedEntry:
+    """A history entry given by its text: its fused vector under the model `version` that folded it in.
+    A ranker of another version (a model swapped in meanwhile) folds `item` in again."""
 
-    history: Sequence[str | np.ndarray]
+    item: NewItem
+    vector: np.ndarray  # (D,) float32
+    version: str
+
+
+@dataclass(frozen=True)
+class Query:
+    """One recommendation request, oldest first. A history entry is an item id (trained or cold), or an
+    item described by its text and folded in for this query only (`FoldedEntry`; a bare (D,) vector is
+    taken as it is): it is context, never stored, never recommended."""
+
+    history: Sequence[str | FoldedEntry | np.ndarray]
     k: int = 10
     exclude_history: bool = True  # history items are not recommended back
     allow: Sequence[str] | None = None  # rank only these items (exact scores)
@@ -76,6 +86,7 @@ class Ranking:
     truncated: bool = False  # the history was longer than the model's window: only the latest were used
     # explain: (semantic, collaborative) per item, semantic + collaborative == score exactly
     parts: list[tuple[float, float]] | None = None
+    model: dict[str, str] = field(default_factory=dict)  # the model that ranked (`Ranker.model_dict`)
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,7 @@ class FoldedItems:
 
     items: tuple[NewItem, ...]
     vectors: np.ndarray  # (n, D) float32
+    version: str = ""  # the ranker version that computed `vectors` (commit refolds under another one)
 
 
 @dataclass(frozen=True)
@@ -175,6 +187,8 @@ class Ranker:
         model_info = artifact.manifest.get("model") or {}
         self.model_name = str(model_info.get("name", "alphafuse"))
         self.model_version = str(model_info.get("version", "unversioned"))
+        # what every response names: `artifact` tells two artifacts of the same version string apart
+        self.model_dict = {"name": self.model_name, "version": self.model_version, "artifact": self.version}
         self._encoder = encoder
         self._encoder_factory = encoder_factory
         self._index_kind: IndexKind = index_kind
@@ -387,6 +401,8 @@ class Ranker:
         extras: list[np.ndarray] = []
         unknown_history: list[str] = []
         for entry in q.history:
+            if isinstance(entry, FoldedEntry):
+                entry = entry.vector if entry.version == self.version else self.fold_in([entry.item])[0]
             if not isinstance(entry, str):
                 if entry.shape != (self.dim,):
                     raise InvalidRequest(
@@ -438,12 +454,12 @@ class Ranker:
 
     def _ranking(self, p: _Plan, rows: list[tuple[int, float]], user: np.ndarray) -> Ranking:
         if not p.explain:
-            return Ranking([(self._ids[r - 1], s) for r, s in rows], p.ignored, p.truncated)
+            return Ranking([(self._ids[r - 1], s) for r, s in rows], p.ignored, p.truncated, model=self.model_dict)
         parts = self._parts(user, [r for r, _ in rows])
         # the explained score is the sum of its parts, both in float64 from the served float32 vectors; it
         # equals the index's float32 score to float32 rounding, and the order is the index's
         items = [(self._ids[r - 1], sem + col) for (r, _), (sem, col) in zip(rows, parts, strict=True)]
-        return Ranking(items, p.ignored, p.truncated, parts)
+        return Ranking(items, p.ignored, p.truncated, parts, self.model_dict)
 
     def _parts(self, user: np.ndarray, rows: Sequence[int]) -> list[tuple[float, float]]:
         """(semantic, collaborative) score parts of table rows: the user vector against the row's frozen
@@ -483,6 +499,10 @@ class Ranker:
         if self._fold_in_unavailable is not None:
             return self._fold_in_unavailable
         return None
+
+    def fold_history(self, items: Sequence[NewItem]) -> list[FoldedEntry]:
+        """History entries given by text, folded in under this ranker's version (`FoldedEntry`)."""
+        return [FoldedEntry(it, x, self.version) for it, x in zip(items, self.fold_in(items), strict=True)]
 
     def query_language(self, text: str) -> np.ndarray:
         """(D,) language coordinates of a query text, exactly as a new item with that text gets them.
@@ -656,10 +676,13 @@ class Ranker:
                 trained,
             )
         self._existing_cold(ids, upsert)  # fail fast, before encoding
-        return FoldedItems(tuple(items), self.fold_in(items))
+        return FoldedItems(tuple(items), self.fold_in(items), self.version)
 
     def commit_items(self, store: ItemStore, folded: FoldedItems, *, upsert: bool = False) -> list[AddedItem]:
-        """Commit folded items to the store (durable on return), then serve them."""
+        """Commit folded items to the store (durable on return), then serve them. Items folded in by a
+        ranker of another version (a model swapped in while they were encoded) are folded in again here."""
+        if folded.version != self.version:
+            folded = FoldedItems(folded.items, self.fold_in(folded.items), self.version)
         self.sync(store)  # see other workers' items before deciding what exists
         self._existing_cold([it.item_id for it in folded.items], upsert)
         rows = [StoredItem(it.item_id, dict(it.record), folded.vectors[n]) for n, it in enumerate(folded.items)]
@@ -680,6 +703,10 @@ class Ranker:
                 existing,
             )
         return existing
+
+    def is_trained(self, item_id: str) -> bool:
+        """The id is in the trained catalogue (not a cold item)."""
+        return self._is_trained(item_id)
 
     def _is_trained(self, item_id: str) -> bool:
         row = self._row.get(item_id)

@@ -37,7 +37,7 @@ def recommend_body(ranking: Ranking, model: Mapping[str, Any]) -> bytes:
         items = [{"item_id": item_id, "score": score} for item_id, score in ranking.items]
     return orjson.dumps({
         "items": items,
-        "model": model,
+        "model": ranking.model or model,
         "ignored": ranking.ignored,
         "truncated": ranking.truncated,
     })  # fmt: skip

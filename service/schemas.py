@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -64,8 +64,23 @@ class HistoryText(ItemFields):
     only (exactly as POST /items would fold it in), used as context, never stored or recommended."""
 
 
+# a history entry is an id or an object; choosing the branch by the input's type keeps a bad entry's error
+# to the branch it meant (the tags are dropped from error locations: `service.guard`)
+ID_TAG, TEXT_TAG = "item id", "item text"
+UNION_TAGS = frozenset({ID_TAG, TEXT_TAG})
+
+
+def _entry_kind(value: Any) -> str:
+    return TEXT_TAG if isinstance(value, dict | HistoryText) else ID_TAG
+
+
+HistoryEntry = Annotated[
+    Annotated[ItemId, Tag(ID_TAG)] | Annotated[HistoryText, Tag(TEXT_TAG)], Discriminator(_entry_kind)
+]
+
+
 class RecommendRequest(_Strict):
-    history: list[ItemId | HistoryText] = Field(
+    history: list[HistoryEntry] = Field(
         min_length=1, max_length=MAX_HISTORY,
         description="what the user interacted with, oldest first: item ids (trained or cold items), or objects "
         "with text fields ({\"title\": ...}) for items the catalogue does not have; only the latest `window` "
@@ -100,6 +115,10 @@ class ScoredItem(BaseModel):
 class ModelInfo(BaseModel):
     name: str
     version: str
+    artifact: str = Field(
+        default="", description="the exact artifact that answered: its version and a digest of its files, "
+        "which changes when a new model is swapped in (POST /admin/model)",
+    )
 
 
 class RecommendResponse(BaseModel):
@@ -150,6 +169,20 @@ class ItemDeletedResponse(BaseModel):
     item_id: str
     deleted: bool = Field(default=True, description="the cold item is gone from every worker's catalogue")
     model: ModelInfo
+
+
+class SwapRequest(_Strict):
+    artifact: str | None = Field(
+        default=None, max_length=4096,
+        description="artifact directory to serve (a path on the server); default: the configured one, reloaded",
+    )
+
+
+class SwapResponse(BaseModel):
+    model: ModelInfo = Field(description="the model now serving")
+    previous: ModelInfo
+    items: int
+    cold_items: int
 
 
 class HealthResponse(BaseModel):

@@ -85,7 +85,7 @@ def test_recommend_body_writes_every_float_as_pydantic_does() -> None:
     scores += [float(np.float32(v)) for v in (1e-7, 3.4e38, 1e16, 1e-45, 0.1, 123456.7)]
     scores += [0.0, -0.0, float("nan"), float("inf"), -float("inf")]  # non-finite: `null` in both
     ranking = Ranking([(f"i{n}", s) for n, s in enumerate(scores)], ["x"], True)
-    model = {"name": "alphafuse", "version": "v"}
+    model = {"name": "alphafuse", "version": "v", "artifact": "v+0123456789ab"}
     expected = TypeAdapter(RecommendResponse).dump_json(RecommendResponse.model_validate(
         {"items": [{"item_id": i, "score": s} for i, s in ranking.items], "model": model, "ignored": ["x"],
          "truncated": True}
