@@ -669,7 +669,7 @@ class Ranker:
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise InvalidRequest(f"duplicate item ids in the request: {', '.join(repr(i) for i in dup)}")
-        trained = [i for i in ids if self._is_trained(i)]
+        trained = [i for i in ids if self.is_trained(i)]
         if trained:
             raise ItemConflict(
                 f"trained catalogue items cannot be added or replaced: {', '.join(repr(i) for i in trained)}",
@@ -706,9 +706,6 @@ class Ranker:
 
     def is_trained(self, item_id: str) -> bool:
         """The id is in the trained catalogue (not a cold item)."""
-        return self._is_trained(item_id)
-
-    def _is_trained(self, item_id: str) -> bool:
         row = self._row.get(item_id)
         return row is not None and row <= self.num_trained
 
@@ -718,7 +715,7 @@ class Ranker:
         Trained items cannot be deleted: their rows are part of the model. Returns the tombstone's seq.
         """
         self.sync(store)
-        if self._is_trained(item_id):
+        if self.is_trained(item_id):
             raise ItemConflict(
                 f"item {item_id!r} is in the trained catalogue and cannot be deleted; use `deny` in "
                 "/recommend to keep it out of results",
@@ -738,7 +735,7 @@ class Ranker:
         store inserts only ids that have no row in this version yet.
         """
         candidates = [r for r in store.carried_over_candidates() if not r.deleted]
-        candidates = [r for r in candidates if not self._is_trained(r.item_id)]
+        candidates = [r for r in candidates if not self.is_trained(r.item_id)]
         if not candidates:
             return [], []
         if self.projection is None:
@@ -792,7 +789,7 @@ class Ranker:
         deleted: dict[str, StoredItem] = {}
         for r in sorted(rows, key=lambda r: r.seq):
             self.last_seq = max(self.last_seq, r.seq)
-            if self._is_trained(r.item_id):
+            if self.is_trained(r.item_id):
                 log.warning("stored cold item %r shadows a trained item; ignored", r.item_id)
             elif r.deleted:
                 latest.pop(r.item_id, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,16 +53,39 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_dataset(tmp_path_factory.mktemp("tiny") / "data")
 
 
-@pytest.fixture(scope="session")
-def tiny_artifact(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An AlphaFuse + SASRec artifact trained briefly on the tiny dataset with real MiniLM text (the default recipe)."""
+def train_tiny_artifact(data: Path, tmp_path_factory: pytest.TempPathFactory, **overrides: Any) -> Path:
+    """An AlphaFuse + SASRec artifact trained briefly on `data` with real MiniLM text (the default recipe)."""
     from training.config import TrainConfig
     from training.train import run_training
 
     out = tmp_path_factory.mktemp("artifact") / "model"
+    fields: dict[str, Any] = {
+        "epochs": 12, "patience": 12, "hidden_dim": 16, "d_n": 8, "max_len": 8, "batch_size": 16, "negatives": 8,
+        **overrides,
+    }
     cfg = TrainConfig(
-        data=str(tiny_data), protocol="loo", out=str(out), epochs=12, patience=12, hidden_dim=16, d_n=8,
-        max_len=8, batch_size=16, negatives=8, cache_dir=str(tmp_path_factory.mktemp("cache")),
+        data=str(data), protocol="loo", out=str(out), cache_dir=str(tmp_path_factory.mktemp("cache")), **fields
     )
     run_training(cfg)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny_artifact(tiny_data, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny_artifact: Path):  # noqa: ANN201 - a model.artifact.Artifact
+    """`tiny_artifact` loaded, once per test module."""
+    from model.artifact import load_artifact
+
+    return load_artifact(tiny_artifact)
+
+
+@pytest.fixture(scope="module")
+def encoder(artifact):  # noqa: ANN001, ANN201 - the artifact's TextEncoder
+    from training.encoders import encoder_from_identity
+
+    assert artifact.encoder_identity is not None
+    return encoder_from_identity(artifact.encoder_identity)

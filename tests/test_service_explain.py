@@ -15,7 +15,7 @@ import torch
 from fastapi.testclient import TestClient
 from torch.nn import functional as F
 
-from model.artifact import Artifact, load_artifact
+from model.artifact import Artifact
 from model.item_embeddings import AlphaFuseEmbedding
 from model.recommender import RecommenderConfig, build_recommender
 from model.sasrec import SASRecConfig
@@ -29,19 +29,6 @@ from training.evaluate import pad_histories
 
 LEGO = ["lego-0", "lego-1", "lego-2", "lego-3"]
 HOGWARTS = {"title": "LEGO Harry Potter Hogwarts Castle", "categories": ["Toys & Games", "lego"]}
-
-
-@pytest.fixture(scope="module")
-def artifact(tiny_artifact: Path) -> Artifact:
-    return load_artifact(tiny_artifact)
-
-
-@pytest.fixture(scope="module")
-def encoder(artifact: Artifact):  # noqa: ANN201 - a TextEncoder
-    from training.encoders import encoder_from_identity
-
-    assert artifact.encoder_identity is not None
-    return encoder_from_identity(artifact.encoder_identity)
 
 
 def _ranker(artifact: Artifact, encoder, **kw) -> Ranker:  # noqa: ANN001, ANN003

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.artifact import Artifact, load_artifact
+from model.artifact import Artifact
 from model.item_embeddings import AlphaFuseEmbedding
 from model.recommender import RecommenderConfig, build_recommender
 from model.sasrec import SASRecConfig
@@ -28,19 +28,6 @@ from service.store import SQLiteItemStore, StoredItem
 from training.evaluate import case_scores, pad_histories
 
 LEGO = ["lego-0", "lego-1", "lego-2", "lego-3"]
-
-
-@pytest.fixture(scope="module")
-def artifact(tiny_artifact: Path) -> Artifact:
-    return load_artifact(tiny_artifact)
-
-
-@pytest.fixture(scope="module")
-def encoder(artifact: Artifact):  # noqa: ANN201 - a TextEncoder
-    from training.encoders import encoder_from_identity
-
-    assert artifact.encoder_identity is not None
-    return encoder_from_identity(artifact.encoder_identity)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from service.app import AppState, _open, create_app
 from service.ranker import NewItem
 from service.settings import ServiceSettings
 from service.store import StoredItem
+from tests.conftest import train_tiny_artifact
 
 LEGO = ["lego-0", "lego-1", "lego-2", "lego-3"]
 CASTLE = {"title": "LEGO Harry Potter Hogwarts Castle", "categories": ["Toys & Games", "lego"]}
@@ -25,16 +26,7 @@ TRAIN = {"title": "Wooden Train Set with Bridge", "categories": ["Toys & Games",
 @pytest.fixture(scope="module")
 def second_artifact(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another model of the same catalogue (seed 1): what a retrain produces."""
-    from training.config import TrainConfig
-    from training.train import run_training
-
-    out = tmp_path_factory.mktemp("artifact-b") / "model"
-    cfg = TrainConfig(
-        data=str(tiny_data), protocol="loo", out=str(out), epochs=4, patience=4, hidden_dim=16, d_n=8,
-        max_len=8, batch_size=16, seed=1, cache_dir=str(tmp_path_factory.mktemp("cache-b")),
-    )
-    run_training(cfg)
-    return out
+    return train_tiny_artifact(tiny_data, tmp_path_factory, epochs=4, patience=4, seed=1)
 
 
 def _client(artifact: Path, store: Path, **kw: Any) -> TestClient:
