@@ -101,3 +101,23 @@ def test_catalogue_benchmark_on_a_tiny_catalogue(tmp_path: Path) -> None:
         hnsw = [r for r in rows if r["index"] == "hnsw"]
         assert all(r["bytes_per_item"] > flat[0]["bytes_per_item"] for r in hnsw)  # the graph costs memory
         assert "| 300 | flat | exact |" in (tmp_path / "catalogue.md").read_text()
+
+
+@pytest.mark.slow
+def test_swap_benchmark_swaps_twice_refuses_a_corrupt_artifact_and_loses_nothing(
+    tiny_data: Path, tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    from tests.conftest import train_tiny_artifact
+
+    other = train_tiny_artifact(tiny_data, tmp_path_factory, seed=1)
+    _run("swap.py", "--artifact", str(tiny_artifact), "--other", str(other), "--concurrency", "4",
+         "--before", "1", "--between", "1", "--after", "1", "--write-every", "0.1", "--out-dir", str(tmp_path))  # fmt: skip
+    result = json.loads((tmp_path / "swap.json").read_text())["summary"]
+    assert [s["status"] for s in result["swaps"]] == [200, 200, 422]
+    assert "checksum" in result["swaps"][2]["answer"]["detail"]
+    assert result["total"]["failures"] == 0 and result["total"]["requests"] > 0
+    assert result["items"]["acked"] == result["items"]["present"] > 0
+    phases = {p["phase"]: p for p in result["phases"]}
+    assert phases["before"]["artifacts"] != phases["after A -> B"]["artifacts"]
+    assert phases["after B -> A (reload)"]["artifacts"] == phases["before"]["artifacts"]
+    assert (tmp_path / "swap.md").read_text().startswith("# Model swap under load")
