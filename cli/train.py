@@ -76,6 +76,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     started = time.perf_counter()
     result = run_training(cfg)
+    if result.rank != 0:
+        return 0  # under torchrun rank 0 reports and writes the artifact
     lines = training_summary(result, cfg, time.perf_counter() - started)
     lines.append(f"serve it: {self_command()} serve --artifact {shlex.quote(cfg.out)}")
     print("\n".join(lines))

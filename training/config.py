@@ -81,6 +81,7 @@ class TrainConfig:
     eval_batch_size: int = 1024  # histories per evaluation batch
     mask_history: bool = False  # evaluation: history items do not compete (paper: off)
     threads: int = 0  # torch threads (0: torch's default)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where training and evaluation run (auto: cuda when present)
     align_weight: float = 0.1  # rlmrec-con/-gen: weight of the text-alignment loss added to the recommendation loss
 
     def __post_init__(self) -> None:
@@ -96,6 +97,8 @@ class TrainConfig:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.backbone != "sasrec" and self.item_embedding in SASREC_BASELINES:

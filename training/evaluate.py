@@ -44,8 +44,9 @@ def case_scores(model: Recommender, histories: Sequence[Sequence[int]]) -> Tenso
     """(B, N) scores of every item for each history; column j is item index j + 1."""
     model.eval()
     table = model.items()
-    user = model.user_vectors(pad_histories(histories, model.cfg.sasrec.max_len), table=table)
-    return user @ model.item_vectors().T
+    items = model.item_vectors()
+    user = model.user_vectors(pad_histories(histories, model.cfg.sasrec.max_len).to(items.device), table=table)
+    return (user @ items.T).cpu()
 
 
 @torch.no_grad()
@@ -53,13 +54,13 @@ def iter_case_scores(
     model: Recommender, histories: Sequence[Sequence[int]], *, batch_size: int = 1024
 ) -> Iterator[tuple[int, Tensor]]:
     """(start, (B, N) scores) per batch of `histories`; column j is item index j + 1. The item table and
-    vectors are built once for all batches."""
+    vectors are built once for all batches; scores stay on the model's device."""
     model.eval()
     items = model.item_vectors()  # (N, D)
     table = model.items()
     for start in range(0, len(histories), batch_size):
         hist = histories[start : start + batch_size]
-        user = model.user_vectors(pad_histories(hist, model.cfg.sasrec.max_len), table=table)
+        user = model.user_vectors(pad_histories(hist, model.cfg.sasrec.max_len).to(items.device), table=table)
         yield start, user @ items.T  # (B, N)
 
 
@@ -79,14 +80,14 @@ def case_ranks(
     ranks = []
     for start, scores in iter_case_scores(model, histories, batch_size=batch_size):
         hist = histories[start : start + len(scores)]
-        tgt = torch.from_numpy(targets[start : start + len(scores)]) - 1
+        tgt = (torch.from_numpy(targets[start : start + len(scores)]) - 1).to(scores.device)
         exclude = None
         if mask_history:
             exclude = torch.zeros_like(scores, dtype=torch.bool)
-            rows = torch.tensor([r for r, h in enumerate(hist) for _ in h], dtype=torch.long)
-            cols = torch.tensor([i - 1 for h in hist for i in h], dtype=torch.long)
+            rows = torch.tensor([r for r, h in enumerate(hist) for _ in h], dtype=torch.long, device=scores.device)
+            cols = torch.tensor([i - 1 for h in hist for i in h], dtype=torch.long, device=scores.device)
             exclude[rows, cols] = True
-        ranks.append(target_ranks(scores, tgt, exclude))
+        ranks.append(target_ranks(scores, tgt, exclude).cpu())
     return torch.cat(ranks)
 
 

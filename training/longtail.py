@@ -187,6 +187,7 @@ def evaluate_longtail(
     tgt_all = torch.from_numpy(targets) - 1
     sampled, full = [], []
     for start, scores in iter_case_scores(model, histories, batch_size=batch_size):
+        scores = scores.cpu()  # the sampled-negative ranking indexes CPU tensors
         stop = start + len(scores)
         tgt = tgt_all[start:stop]
         sampled.append(sampled_ranks(scores, tgt, negs[start:stop]))

@@ -24,6 +24,7 @@ from model.projection import Projection, fit_projection, identity_projection
 from model.recommender import SequentialRecommender, build_recommender
 from training.config import TrainConfig
 from training.data import Dataset, k_core, load_dataset
+from training.distributed import Context, from_environment, resolve_device, shutdown
 from training.encoders import TEXT_TEMPLATE_VERSION, embed_items, encoder_from_spec
 from training.evaluate import evaluate_cases
 from training.progress import EpochProgress, format_seconds
@@ -213,10 +214,25 @@ class TrainResult:
     best_epoch: int
     seconds: float
     trainable_parameters: int = 0
+    rank: int = 0  # under torchrun: only rank 0 has metrics and writes the artifact
 
 
-def fit(cfg: TrainConfig, prep: Prepared) -> TrainResult:
-    """Train with early stopping on validation NDCG@20; returns the best model (by validation)."""
+class _LossOf(torch.nn.Module):
+    """DDP synchronises gradients of what its forward computes; our models train through `loss`."""
+
+    def __init__(self, model: Recommender) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.model.loss(inputs, targets, generator=generator)
+
+
+def fit(cfg: TrainConfig, prep: Prepared, ctx: Context | None = None) -> TrainResult:
+    """Train with early stopping on validation NDCG@20; returns the best model (by validation).
+
+    `ctx`: the device and, under torchrun, this process's rank (default: one process on `cfg.device`)."""
+    ctx = ctx or Context(0, 1, resolve_device(cfg.device))
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     n = len(prep.item_ids)
@@ -232,6 +248,22 @@ def fit(cfg: TrainConfig, prep: Prepared) -> TrainResult:
     ), n, language, collaborative)
     if isinstance(model, SequentialRecommender):
         model.set_item_popularity(torch.from_numpy(prep.popularity))
+    model.to(ctx.device)
+    # one process keeps one generator for shuffling and negatives (runs reproduce the earlier ones); with
+    # ranks or a GPU the shuffle must stay identical on every rank and on the CPU, negatives and dropout not
+    shuffle_gen, loss_gen = gen, gen
+    if ctx.distributed or ctx.device.type != "cpu":
+        loss_gen = torch.Generator(device=ctx.device).manual_seed(cfg.seed + 1 + ctx.rank)
+        torch.manual_seed(cfg.seed + 1 + ctx.rank)  # after the init, which every rank draws the same
+    step_module: torch.nn.Module = _LossOf(model)
+    if ctx.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # some variants leave parameters out of some losses (e.g. rlmrec's text heads)
+        step_module = DistributedDataParallel(
+            step_module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
     trainable = [p for p in model.parameters() if p.requires_grad]
     num_trainable = sum(p.numel() for p in trainable)
     log.info("model: %d trainable parameters, loss %s", num_trainable, model.cfg.loss)
@@ -254,13 +286,19 @@ def fit(cfg: TrainConfig, prep: Prepared) -> TrainResult:
     started = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        order = torch.randperm(len(inputs), generator=gen)
+        order = torch.randperm(len(inputs), generator=shuffle_gen)
         total, steps, t0 = 0.0, 0, time.perf_counter()
         progress = EpochProgress(epoch, cfg.epochs, steps_per_epoch)
         try:
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                loss = model.loss(inputs[idx], targets[idx], generator=gen)
+                if ctx.distributed:
+                    if len(idx) < ctx.world:
+                        continue  # a rank without rows would leave the others waiting in the all-reduce
+                    idx = idx[ctx.rank :: ctx.world]
+                batch_in = inputs[idx].to(ctx.device, non_blocking=True)
+                batch_tg = targets[idx].to(ctx.device, non_blocking=True)
+                loss = step_module(batch_in, batch_tg, loss_gen)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -275,7 +313,7 @@ def fit(cfg: TrainConfig, prep: Prepared) -> TrainResult:
             "epoch": float(epoch), "loss": total / steps, "train_seconds": time.perf_counter() - t0,
             "lr": float(sched.get_last_lr()[0]),
         }
-        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+        if (epoch % cfg.eval_every == 0 or epoch == cfg.epochs) and ctx.is_main:
             t1 = time.perf_counter()
             if isinstance(model, DreamRec) and cfg.eval_sampling_steps:
                 model.sampling_steps = cfg.eval_sampling_steps  # cheaper validation; restored below
@@ -294,22 +332,25 @@ def fit(cfg: TrainConfig, prep: Prepared) -> TrainResult:
                 epoch, cfg.epochs, record["loss"], SELECT_METRIC, valid[SELECT_METRIC], best_score, best_epoch,
                 format_seconds(record["train_seconds"]), format_seconds(time.perf_counter() - t1),
             )
-        else:
+        elif ctx.is_main:
             log.info(
                 "epoch %d/%d: loss %.4f, %s training (validation every %d epochs)", epoch, cfg.epochs,
                 record["loss"], format_seconds(record["train_seconds"]), cfg.eval_every,
             )
         record["elapsed_seconds"] = time.perf_counter() - started  # training + validation so far
         history.append(record)
-        if epoch - best_epoch >= cfg.patience:
+        if ctx.agree(epoch - best_epoch >= cfg.patience):
             log.info(
                 "early stop at epoch %d: no validation gain in %d epochs (best: epoch %d)",
                 epoch, epoch - best_epoch, best_epoch,
             )
             break
+    ctx.check_replicas_equal(model)
+    seconds = time.perf_counter() - started
+    if not ctx.is_main:
+        return TrainResult(model, prep, {}, history, best_epoch, seconds, num_trainable, rank=ctx.rank)
     model.load_state_dict(best_state)
     model.eval()
-    seconds = time.perf_counter() - started
     log.info("evaluating the best model (epoch %d) on the validation and test cases", best_epoch)
     metrics = {
         split: evaluate_cases(
@@ -324,8 +365,27 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     """The `alphafuse train` job: prepare, fit, write the artifact and metrics.json into cfg.out."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    prep = prepare(cfg)
-    result = fit(cfg, prep)
+    ctx = from_environment(cfg.device)
+    try:
+        if not ctx.is_main:
+            ctx.barrier()  # rank 0 encodes the item texts first; the others then read its cache
+        prep = prepare(cfg)
+        if ctx.is_main:
+            ctx.barrier()
+        result = fit(cfg, prep, ctx)
+    finally:
+        if ctx.distributed and not ctx.is_main:
+            shutdown()
+    if not ctx.is_main:
+        return result
+    try:
+        return _write(cfg, prep, result)
+    finally:
+        shutdown()
+
+
+def _write(cfg: TrainConfig, prep: Prepared, result: TrainResult) -> TrainResult:
+    result.model.to("cpu")  # an artifact loads anywhere; the service moves it where it serves
     out = Path(cfg.out)
     # the artifact keeps a projection only where it is what folds new items in (rlmrec's text trained only)
     projection = prep.projection if result.model.items.fold_in_unavailable is None else None
