@@ -223,6 +223,8 @@ class PgItemStore:
                     conn.close()
                 conn = None
                 self.listener_pid = None
+            # a dropped connection mostly means the server is going away: reconnecting at once would fail
+            self._stop.wait(self.reconnect_s)
 
     def _set_down(self, e: BaseException) -> None:
         reason = f"PostgreSQL item store {self.where} is unreachable: {_reason(e)}"
