@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 CHANNEL = "alphafuse_cold_items"
-LISTENER_NAME = "alphafuse-listener"  # application_name of the LISTEN connection (pg_stat_activity)
+LISTENER_NAME = "alphafuse-listener"  # application_name of the LISTEN connection: this, "-", the pid
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS alphafuse_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -176,7 +177,8 @@ class PgItemStore:
 
     def _connect_listener(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(
-            self.url, autocommit=True, connect_timeout=max(2, int(self.timeout_s)), application_name=LISTENER_NAME
+            self.url, autocommit=True, connect_timeout=max(2, int(self.timeout_s)),
+            application_name=f"{LISTENER_NAME}-{os.getpid()}",
         )
         conn.execute(f"LISTEN {CHANNEL}")
         self.listener_pid = conn.info.backend_pid
@@ -223,8 +225,8 @@ class PgItemStore:
                     conn.close()
                 conn = None
                 self.listener_pid = None
-            # a dropped connection mostly means the server is going away: reconnecting at once would fail
-            self._stop.wait(self.reconnect_s)
+            # no pause: a connection dropped by a proxy or an admin comes back at once; a server going away
+            # fails this first attempt, and only then are writes refused (and the attempts paced)
 
     def _set_down(self, e: BaseException) -> None:
         reason = f"PostgreSQL item store {self.where} is unreachable: {_reason(e)}"
