@@ -163,7 +163,11 @@ class PgItemStore:
                 kwargs={"application_name": "alphafuse", "connect_timeout": max(2, int(timeout_s))},
                 check=ConnectionPool.check_connection,
             )
-            self._pool.open(wait=True, timeout=timeout_s)
+            try:
+                self._pool.open(wait=True, timeout=timeout_s)
+            except PoolTimeout as e:
+                self._pool.close()
+                raise ValueError(f"cannot open connections to PostgreSQL item store {self.where}: {e}") from e
         except BaseException:
             listener.close()
             raise
@@ -183,6 +187,11 @@ class PgItemStore:
         conn.execute(f"LISTEN {CHANNEL}")
         self.listener_pid = conn.info.backend_pid
         return conn
+
+    def _heard(self, n: int) -> None:
+        with self._state:
+            self._notified += n
+        self._wake()
 
     def _listen_forever(self, conn: psycopg.Connection[Any] | None) -> None:
         while not self._stop.is_set():
@@ -207,12 +216,11 @@ class PgItemStore:
                 idle = time.monotonic()
                 while not self._stop.is_set():
                     got = 0
+                    # psycopg >= 3.3 queues what arrives between two calls (the heartbeat) for the next one
                     for _ in conn.notifies(timeout=0.2):
                         got += 1
                     if got:
-                        with self._state:
-                            self._notified += got
-                        self._wake()
+                        self._heard(got)
                         idle = time.monotonic()
                     elif time.monotonic() - idle > 5.0:
                         conn.execute("SELECT 1")  # a silent network failure shows up here, not only at a write
@@ -268,16 +276,19 @@ class PgItemStore:
     def _write(self) -> Iterator[tuple[psycopg.Cursor[Any], int]]:
         """One write transaction holding the sequence row lock from its first statement to COMMIT; yields
         the cursor and the last sequence number handed out. Any exception rolls everything back."""
+        started = False
         try:
             with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+                started = True
                 cur.execute("SET LOCAL synchronous_commit = on")
                 (last,) = cur.execute("SELECT last_seq FROM alphafuse_seq FOR UPDATE").fetchone() or (0,)
                 yield cur, int(last)
         except psycopg.Error as e:  # what _conn did not already turn into StoreUnavailable (e.g. disk full)
             raise self._unavailable(e) from e
         finally:
-            with self._state:
-                self._own_writes += 1  # even a failed COMMIT may have landed
+            if started:
+                with self._state:
+                    self._own_writes += 1  # even a failed COMMIT may have landed
 
     def _insert(self, cur: psycopg.Cursor[Any], seq: int, item: StoredItem) -> None:
         cur.execute(
