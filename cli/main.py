@@ -8,7 +8,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from cli import demo, serve, train
+from cli import demo, serve, store, train
 
 log = logging.getLogger("alphafuse")
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parsers(sub)  # train, evaluate
     demo.add_parser(sub)
     serve.add_parsers(sub)  # serve, loadtest
+    store.add_parser(sub)  # store init
     return parser
 
 

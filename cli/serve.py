@@ -38,8 +38,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--workers", type=int, default=1, help="worker processes sharing the cold-item store")
     srv.add_argument(
-        "--store", type=Path, default=None,
-        help="cold-item SQLite file (ALPHAFUSE_STORE; default: ARTIFACT.items.sqlite3 beside the artifact directory)",
+        "--store", default=None,
+        help="cold-item SQLite file, or a postgresql:// URL shared by replicas (ALPHAFUSE_STORE; default: "
+        "ARTIFACT.items.sqlite3 beside the artifact directory)",
     )
     srv.add_argument(
         "--index", choices=["auto", "flat", "hnsw"], default=None,

@@ -73,7 +73,7 @@ from service.schemas import (
     SwapResponse,
 )
 from service.settings import ServiceSettings
-from service.store import ItemStore, SQLiteItemStore, StoredItem
+from service.store import ItemStore, StoredItem, describe_store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,8 @@ class AppState:
     store_problem: str | None = None  # why the store cannot be written now (None: it can)
     swap_executor: ThreadPoolExecutor | None = None  # loads a model to swap in, beside the serving one
     swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    wake: Callable[[], None] | None = None  # asks _sync_forever to sync now (a store heard of a commit)
+    sync_problem: str | None = None  # the last sync failure logged, so an outage is logged once
 
     @property
     def model_info(self) -> ModelInfo:
@@ -154,17 +156,25 @@ class AppState:
         try:
             if self.ranker.sync(self.store):
                 self.metrics.set_catalogue(self.ranker.size, self.ranker.num_cold)
+            self.sync_problem = None
+        except StoreUnavailable as e:  # the store says so itself, once; no traceback per batch
+            if str(e) != self.sync_problem:
+                log.warning("item store sync failed, serving the catalogue as last seen: %s", e)
+            self.sync_problem = str(e)
         except Exception:
             log.exception("item store sync failed; serving the catalogue as last seen")
 
     def check_store(self) -> None:
-        """Notice a store whose files were removed or replaced, so /readyz says so before a write fails."""
+        """Notice a store whose files were removed or replaced (or a database that went away), so /readyz
+        says so before a write fails; a store that `recovers` clears the problem when it is back."""
         assert self.store is not None
         problem = self.store.health()
-        if problem is not None and problem != self.store_problem:
+        if problem is not None and problem != self.store_problem and not self.store.recovers:
             log.error("%s: writes are refused until it is restored and the service restarted", problem)
         if problem is not None:
             self.store_problem = problem
+        elif self.store.recovers:
+            self.store_problem = None
 
     def _store_call(self, fn: Callable[[], T]) -> T:
         try:
@@ -228,6 +238,8 @@ class AppState:
         if old is not None and self.settings.carry_cold_items:
             _carry_delta(old, since, ranker, store)
         self.ranker, self.store = ranker, store
+        if self.wake is not None:
+            store.subscribe(self.wake)
         self.store_problem = None
         self.metrics.set_catalogue(ranker.size, ranker.num_cold)
         return old
@@ -244,11 +256,13 @@ def _init_worker_thread(torch_threads: int, faiss_threads: int) -> None:
 
 def _load(state: AppState) -> None:
     """Runs in the worker thread: artifact, index, encoder, store, and the stored cold items."""
-    state.ranker, state.store = _open(state.settings, state.settings.artifact, state.settings.store_path)
+    state.ranker, state.store = _open(state.settings, state.settings.artifact, state.settings.store_location)
+    if state.wake is not None:
+        state.store.subscribe(state.wake)
     state.metrics.set_catalogue(state.ranker.size, state.ranker.num_cold)
 
 
-def _open(s: ServiceSettings, artifact: Path, store_path: Path) -> tuple[Ranker, SQLiteItemStore]:
+def _open(s: ServiceSettings, artifact: Path, store_path: Path | str) -> tuple[Ranker, ItemStore]:
     """The ranker of `artifact` and its view of the store, with the store's cold items folded in (and
     those of other model versions carried over, when `carry_cold_items`)."""
     ranker = Ranker.load(
@@ -258,7 +272,16 @@ def _open(s: ServiceSettings, artifact: Path, store_path: Path) -> tuple[Ranker,
         cold_id=s.cold_id,
         max_k=s.max_k, max_items_per_add=s.max_items_per_request,
     )
-    store = SQLiteItemStore(store_path, ranker.version, max_items=s.max_cold_items, reset=s.reset_store)
+    store = open_store(store_path, ranker.version, max_items=s.max_cold_items, reset=s.reset_store)
+    try:
+        _fold_stored(s, ranker, store, store_path)
+    except BaseException:
+        store.close()  # a failed load (or swap) must not leave a pool and a listener thread behind
+        raise
+    return ranker, store
+
+
+def _fold_stored(s: ServiceSettings, ranker: Ranker, store: ItemStore, store_path: Path | str) -> None:
     ranker.sync(store)
     if s.carry_cold_items:
         carried, skipped = ranker.carry_over(store)
@@ -276,9 +299,8 @@ def _open(s: ServiceSettings, artifact: Path, store_path: Path) -> tuple[Ranker,
         if stale:
             log.warning(
                 "item store %s holds cold items of other model versions, not served by %s: %s",
-                store_path, ranker.version, stale,
+                describe_store(store_path), ranker.version, stale,
             )
-    return ranker, store
 
 
 def _carry_delta(old: ItemStore, since: int, ranker: Ranker, store: ItemStore) -> None:
@@ -321,7 +343,7 @@ async def swap_model(state: AppState, artifact: Path) -> ModelInfo:
             raise NotReady("the service is not running")
         loop = asyncio.get_running_loop()
         path = Path(artifact)
-        store_path = state.store.path if isinstance(state.store, SQLiteItemStore) else state.settings.store_path
+        store_path = getattr(state.store, "path", None) or state.settings.store_location
         since = await state.run(state.last_seq)
         try:
             ranker, store = await loop.run_in_executor(
@@ -340,9 +362,14 @@ async def swap_model(state: AppState, artifact: Path) -> ModelInfo:
         return state.model_info
 
 
-async def _sync_forever(state: AppState) -> None:
+async def _sync_forever(state: AppState, changed: asyncio.Event) -> None:
+    """Sync every `sync_interval_s`, or at once when the store heard of a commit (PostgreSQL NOTIFY):
+    an idle replica folds in another's items without waiting for the timer."""
     while True:
-        await asyncio.sleep(state.settings.sync_interval_s)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(state.settings.sync_interval_s):
+                await changed.wait()
+        changed.clear()  # before the sync: a commit during it sets the event again
         await state.run(state.sync)
         await state.run(state.check_store)
 
@@ -389,6 +416,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_workers=1, thread_name_prefix="alphafuse-swap", initializer=_init_worker_thread,
         initargs=(s.torch_threads, s.faiss_threads),
     )
+    changed = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def wake() -> None:  # called from a store's listener thread
+        with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+            loop.call_soon_threadsafe(changed.set)
+
+    state.wake = wake
     try:
         await state.run(_load, state)
         assert state.ranker is not None
@@ -397,13 +432,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             max_queue=s.max_queue, on_batch=state.metrics.observe_batch,
         )
         state.batcher.start()
-        state.tasks.append(asyncio.get_running_loop().create_task(_sync_forever(state), name="store-sync"))
+        state.tasks.append(asyncio.get_running_loop().create_task(_sync_forever(state, changed), name="store-sync"))
         _reload_on_sighup(state)
         state.ready = True
         kind = state.ranker.index_kind if s.index != "auto" else f"{state.ranker.index_kind} (auto)"
         log.info(
             "ready: model %s, %d items (%d cold), %s index, store %s", state.ranker.version, state.ranker.size,
-            state.ranker.num_cold, kind, s.store_path,
+            state.ranker.num_cold, kind, describe_store(s.store_location),
         )
         yield
     finally:
@@ -644,7 +679,7 @@ async def readyz(state: AnyState, response: Response) -> ReadyResponse:
         response.status_code = 503
         return ReadyResponse(status="loading", pid=os.getpid())
     r = state.ranker
-    if state.store_problem is None and state.store is not None:
+    if state.store is not None and (state.store_problem is None or state.store.recovers):
         state.store_problem = state.store.health()
     if state.store_problem is not None:
         response.status_code = 503

@@ -81,19 +81,18 @@ def preflight(settings: ServiceSettings, host: str, port: int) -> None:
     address, the artifact (files, checksums, config) and the store (path, startup checks)."""
     from model.artifact import load_artifact
     from service.ranker import artifact_version
-    from service.store import SQLiteItemStore
+    from service.store import open_store
 
     check_listen(settings, host, port)
     art = load_artifact(settings.artifact, verify_checksums=settings.verify_checksums)
     version = artifact_version(art, settings.cold_id)
-    store = settings.store_path
-    if settings.store is None and not os.access(store.parent, os.W_OK):
+    if settings.store is None and not os.access((store := settings.store_path).parent, os.W_OK):
         # e.g. an artifact on a read-only volume: say which setting moves the store, not just "cannot open"
         raise ValueError(
             f"cannot write the item store {store} beside the artifact: pass --store FILE or set "
             f"{ENV_PREFIX}STORE to keep it elsewhere"
         )
-    SQLiteItemStore(settings.store_path, version, max_items=settings.max_cold_items, reset=settings.reset_store).close()
+    open_store(settings.store_location, version, max_items=settings.max_cold_items, reset=settings.reset_store).close()
 
 
 def uvicorn_options(host: str, port: int, workers: int, log_level: str) -> dict[str, Any]:
@@ -147,11 +146,13 @@ def serve(
         metrics_dir = tempfile.mkdtemp(prefix="alphafuse-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
+    from service.store import describe_store
+
     loop, http = event_loop_and_http()
     log.info(
         "serving %s on http://%s:%d with %d worker%s, %s event loop, %s HTTP parser (docs at /docs); "
         "cold items in %s", settings.artifact, host, port, workers, "" if workers == 1 else "s", loop, http,
-        settings.store_path,
+        describe_store(settings.store_location),
     )
     options = uvicorn_options(host, port, workers, log_level)
     try:
@@ -177,7 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--store", type=Path, help="cold-item SQLite file (default: ARTIFACT.items.sqlite3 beside it)")
+    p.add_argument(
+        "--store", help="cold-item SQLite file or postgresql:// URL (default: ARTIFACT.items.sqlite3 beside it)"
+    )
     p.add_argument("--index", choices=["auto", "flat", "hnsw"])
     p.add_argument("--allow-open-writes", action="store_true", help="no API token on a non-loopback address")
     p.add_argument("--reset-store", action="store_true", help="start over if the store fails its startup checks")

@@ -12,10 +12,11 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "ALPHAFUSE_"
+STORE_URL_SCHEMES = ("postgresql://", "postgres://")
 
 # ALPHAFUSE_INDEX=auto serves catalogues of at least this many trained items from HNSW, smaller ones
 # exactly (flat). PROVISIONAL, and conservative (exact for as long as it is affordable): measured only at
@@ -47,10 +48,11 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     artifact: Path = Field(description="artifact directory written by `alphafuse train` (read-only is fine)")
-    store: Path | None = Field(
+    store: Path | str | None = Field(
         default=None,
-        description="SQLite file holding cold items (created if absent); shared by all workers on one host. "
-        "Default: `<artifact dir>.items.sqlite3` beside the artifact directory (see `store_path`)",
+        description="where cold items are kept: a SQLite file (created if absent), shared by all workers on one "
+        "host, or a `postgresql://user:pass@host:5432/db` URL shared by replicas on many hosts (schema made by "
+        "`alphafuse store init`). Default: `<artifact dir>.items.sqlite3` beside the artifact directory",
     )
     index: Literal["auto", "flat", "hnsw"] = Field(
         default="auto",
@@ -127,9 +129,24 @@ class ServiceSettings(BaseSettings):
         "files are kept beside it, renamed)",
     )
 
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store_url_or_path(cls, value: Any) -> Any:
+        # a URL must stay a string: as a Path, "postgresql://h/db" would lose a slash
+        if isinstance(value, str) and not value.startswith(STORE_URL_SCHEMES):
+            return Path(value)
+        return value
+
+    @property
+    def store_location(self) -> Path | str:
+        """The store's URL, or `store_path` for a SQLite file."""
+        return self.store if isinstance(self.store, str) else self.store_path
+
     @property
     def store_path(self) -> Path:
         """The absolute path of `store`, or `default_store(artifact)`: the store belongs to the model it serves."""
+        if isinstance(self.store, str):
+            raise ValueError("ALPHAFUSE_STORE is a PostgreSQL URL, not a file path")
         return Path(os.path.abspath(self.store)) if self.store is not None else default_store(self.artifact)
 
     def write_token(self) -> str | None:

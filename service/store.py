@@ -62,14 +62,16 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
 from service.errors import ItemConflict, ItemNotFound, StoreFull, StoreUnavailable
+from service.settings import STORE_URL_SCHEMES
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +117,13 @@ class ItemStore(Protocol):
 
     def health(self) -> str | None: ...
 
+    def subscribe(self, wake: Callable[[], None]) -> None: ...
+
     def close(self) -> None: ...
+
+    # True when a problem health() reports can clear by itself (a database server that comes back);
+    # False when it needs the operator and a restart (a store file removed or replaced)
+    recovers: bool
 
 
 _SCHEMA = """
@@ -154,6 +162,8 @@ class SQLiteItemStore:
     the lifespan opens and closes it from another). `max_items` caps the live items of this version;
     `reset` starts over when the startup checks fail (module docstring).
     """
+
+    recovers = False
 
     def __init__(
         self, path: Path | str, artifact_version: str, *, timeout_s: float = 10.0, max_items: int | None = None,
@@ -492,9 +502,43 @@ class SQLiteItemStore:
             ).fetchall()
         return {v: int(n) for v, n in rows}
 
+    def subscribe(self, wake: Callable[[], None]) -> None:
+        """Nothing to subscribe to: PRAGMA data_version is cheap enough to read before every batch, and
+        the service's timer covers idle workers."""
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def open_store(
+    location: Path | str, artifact_version: str, *, max_items: int | None = None, reset: bool = False
+) -> ItemStore:
+    """The store at `location`: a `postgresql://` URL opens `PgItemStore` (schema made by `alphafuse store
+    init`), anything else is a SQLite file path. `reset` applies to SQLite's startup checks only."""
+    if is_store_url(location):
+        from service.pg_store import PgItemStore  # psycopg is only needed by those who use it
+
+        return PgItemStore(str(location), artifact_version, max_items=max_items)
+    return SQLiteItemStore(location, artifact_version, max_items=max_items, reset=reset)
+
+
+def is_store_url(location: object) -> bool:
+    return isinstance(location, str) and location.startswith(STORE_URL_SCHEMES)
+
+
+def describe_store(location: Path | str) -> str:
+    """`location` as logs may show it: a URL's password is masked."""
+    return redact(location) if isinstance(location, str) and is_store_url(location) else str(location)
+
+
+def redact(url: str) -> str:
+    """`url` with its password replaced by ***, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user_info, host = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=f"{user_info.split(':', 1)[0]}:***@{host}"))
 
 
 class StoreCheckFailed(Exception):

@@ -89,3 +89,7 @@ def encoder(artifact):  # noqa: ANN001, ANN201 - the artifact's TextEncoder
 
     assert artifact.encoder_identity is not None
     return encoder_from_identity(artifact.encoder_identity)
+
+
+# a throwaway PostgreSQL server for the store contract and replica tests (skips without the binaries)
+from tests.pg import pg_cluster, pg_url  # noqa: E402, F401
