@@ -681,11 +681,17 @@ async def readyz(state: AnyState, response: Response) -> ReadyResponse:
     r = state.ranker
     if state.store is not None and (state.store_problem is None or state.store.recovers):
         state.store_problem = state.store.health()
-    if state.store_problem is not None:
+    status = "ready"
+    if state.store_problem is not None and state.store is not None and state.store.recovers:
+        # a shared database that went away fails every replica alike: answering 503 would take them all
+        # out of the load balancer, when reads still serve; writes say 503 themselves
+        status = "read-only"
+    elif state.store_problem is not None:
+        status = "store unavailable"  # this process's store file: other workers or replicas may be fine
         response.status_code = 503
         response.headers["Retry-After"] = "1"
     return ReadyResponse(
-        status="ready" if state.store_problem is None else "store unavailable", model=state.model_info,
+        status=status, model=state.model_info,
         items=r.size, cold_items=r.num_cold, index=r.index_kind, pid=os.getpid(),
         problem=state.store_problem,
     )
