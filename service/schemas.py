@@ -190,7 +190,8 @@ class HealthResponse(BaseModel):
 
 
 class ReadyResponse(BaseModel):
-    status: str
+    status: str = Field(description="ready | loading (503) | store unavailable (503: this process's store file is "
+                        "broken) | read-only (200: the shared database is unreachable; reads serve, writes 503)")
     model: ModelInfo | None = None
     items: int = 0
     cold_items: int = 0

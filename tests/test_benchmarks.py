@@ -110,8 +110,9 @@ def test_swap_benchmark_swaps_twice_refuses_a_corrupt_artifact_and_loses_nothing
     from tests.conftest import train_tiny_artifact
 
     other = train_tiny_artifact(tiny_data, tmp_path_factory, seed=1)
-    _run("swap.py", "--artifact", str(tiny_artifact), "--other", str(other), "--concurrency", "4",
-         "--before", "1", "--between", "1", "--after", "1", "--write-every", "0.1", "--out-dir", str(tmp_path))  # fmt: skip
+    timing = ["--before", "1", "--between", "1", "--after", "1", "--write-every", "0.1"]
+    _run("swap.py", "--artifact", str(tiny_artifact), "--other", str(other), "--concurrency", "4", *timing,
+         "--out-dir", str(tmp_path))  # fmt: skip
     result = json.loads((tmp_path / "swap.json").read_text())["summary"]
     assert [s["status"] for s in result["swaps"]] == [200, 200, 422]
     assert "checksum" in result["swaps"][2]["answer"]["detail"]
