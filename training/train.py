@@ -385,7 +385,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
 
 
 def _write(cfg: TrainConfig, prep: Prepared, result: TrainResult) -> TrainResult:
-    result.model.to("cpu")  # an artifact loads anywhere; the service moves it where it serves
+    result.model.to("cpu")  # an artifact loads anywhere, also where torch has no CUDA
     out = Path(cfg.out)
     # the artifact keeps a projection only where it is what folds new items in (rlmrec's text trained only)
     projection = prep.projection if result.model.items.fold_in_unavailable is None else None
