@@ -12,7 +12,6 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -20,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port
 
 
 def find_bindir() -> Path | None:
@@ -33,19 +34,13 @@ def find_bindir() -> Path | None:
     return Path(candidates[-1]).parent if candidates else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PgCluster:
     """One cluster; `stop()` and `start()` let a test take the server away and bring it back."""
 
     def __init__(self, bindir: Path, root: Path, *, as_user: str | None) -> None:
         self.bindir, self.root, self.as_user = bindir, root, as_user
         self.data, self.sockets, self.log = root / "data", root / "sockets", root / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.user = "alphafuse"
 
     def _run(self, tool: str, *args: str, timeout: float = 60) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,15 +13,10 @@ import torch
 
 from model.artifact import load_artifact
 from tests.conftest import write_tiny_dataset
+from tests.helpers import free_port
 from training.distributed import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _train(launcher: list[str], data: Path, out: Path, cache: Path) -> subprocess.CompletedProcess[str]:
@@ -44,7 +38,7 @@ def test_two_gloo_processes_match_one_process_at_the_same_global_batch(tmp_path:
     cache = tmp_path / "cache"
     single = _train([sys.executable], data, tmp_path / "one", cache)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-                "--master_addr", "127.0.0.1", "--master_port", str(_free_port())]  # fmt: skip
+                "--master_addr", "127.0.0.1", "--master_port", str(free_port())]  # fmt: skip
     ddp = _train(torchrun, data, tmp_path / "two", cache)
 
     assert "distributed training" not in single.stderr

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 
+from tests.helpers import free_port, unit_embedding
 from tests.pg import PgCluster
 
 READY_TIMEOUT_S = 120.0
@@ -33,17 +32,6 @@ POLL_S = 30.0
 
 pytestmark = pytest.mark.slow
 REPORT: dict[str, Any] = {}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _embedding(seed: int) -> list[float]:
-    e = np.random.default_rng(seed).standard_normal(384)
-    return (e / np.linalg.norm(e)).tolist()
 
 
 def _until(check: Any, timeout: float, step: float = 0.02) -> float | None:
@@ -59,7 +47,7 @@ def _until(check: Any, timeout: float, step: float = 0.02) -> float | None:
 
 class Replica:
     def __init__(self, artifact: Path, url: str, workdir: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPHAFUSE_", "PROMETHEUS_MULTIPROC"))}
         env.update(ALPHAFUSE_ENCODER_PRELOAD="false", ALPHAFUSE_SYNC_INTERVAL_S=str(POLL_S))
@@ -84,7 +72,7 @@ class Replica:
             time.sleep(0.2)
 
     def post(self, item_id: str, seed: int) -> httpx.Response:
-        item = {"item_id": item_id, "title": f"cold {item_id}", "embedding": _embedding(seed)}
+        item = {"item_id": item_id, "title": f"cold {item_id}", "embedding": unit_embedding(seed)}
         return self.client.post("/items", json={"items": [item]})
 
     def serves(self, item_id: str) -> bool:
@@ -247,7 +235,7 @@ def test_kill_9_of_one_replica_during_writes_loses_nothing_acknowledged(replicas
                 item_id = f"stream-{n}"
                 attempted += 1
                 try:
-                    item = {"item_id": item_id, "title": "s", "embedding": _embedding(1000 + n)}
+                    item = {"item_id": item_id, "title": "s", "embedding": unit_embedding(1000 + n)}
                     r = c.post("/items", json={"items": [item]})
                 except httpx.TransportError:
                     return  # the replica is gone: this write was not acknowledged

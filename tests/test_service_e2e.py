@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,28 +17,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
+from tests.helpers import free_port, unit_embedding
+
 READY_TIMEOUT_S = 120.0  # two workers import torch at once; generous for a loaded 2-core machine
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _embedding(seed: int) -> list[float]:
-    e = np.random.default_rng(seed).standard_normal(384)
-    return (e / np.linalg.norm(e)).tolist()
 
 
 @contextlib.contextmanager
 def _server(
     artifact: Path, store: Path, workdir: Path, *, workers: int
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = _free_port()
+    port = free_port()
     code = (
         "import sys; from service.main import serve; "
         f"sys.exit(serve({str(artifact)!r}, port={port}, workers={workers}, store={str(store)!r}, "
@@ -93,7 +82,7 @@ def _metric(text: str, line_prefix: str) -> float:
 def test_two_workers_share_cold_items_and_kill_9_loses_nothing(tiny_artifact: Path, tmp_path: Path) -> None:
     store = tmp_path / "store.sqlite3"
     with _server(tiny_artifact, store, tmp_path, workers=2) as (base, proc):
-        item = {"item_id": "cold-1", "title": "t", "embedding": _embedding(1)}
+        item = {"item_id": "cold-1", "title": "t", "embedding": unit_embedding(1)}
         r = httpx.post(f"{base}/items", json={"items": [item]})
         assert r.status_code == 201, r.text
         pids: set[int] = set()
@@ -117,9 +106,9 @@ def test_two_workers_share_cold_items_and_kill_9_loses_nothing(tiny_artifact: Pa
         served = 'alphafuse_http_requests_total{method="POST",route="/recommend",status="200"}'
         assert _metric(text, served) == recommends
         # a 201 means committed: kill -9 the whole server right after it
-        r = httpx.post(f"{base}/items", json={"items": [{"item_id": "cold-2", "embedding": _embedding(2)}]})
+        r = httpx.post(f"{base}/items", json={"items": [{"item_id": "cold-2", "embedding": unit_embedding(2)}]})
         assert r.status_code == 201
-        r = httpx.post(f"{base}/items", json={"items": [{"item_id": "cold-3", "embedding": _embedding(3)}]})
+        r = httpx.post(f"{base}/items", json={"items": [{"item_id": "cold-3", "embedding": unit_embedding(3)}]})
         assert r.status_code == 201
         assert httpx.delete(f"{base}/items/cold-3").status_code == 200  # a 200 DELETE is committed too
         _kill(proc, signal.SIGKILL)

@@ -8,7 +8,6 @@ code, content type, headers and body schema. Run with `-s` to see the request to
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.helpers import free_port
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402 - after the importorskip above
@@ -39,16 +40,10 @@ CHECKS = [
 TOTALS: Counter[str] = Counter()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     work = tmp_path_factory.mktemp("fuzz")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHAFUSE_")}
     env.update({"ALPHAFUSE_API_TOKEN": TOKEN, "ALPHAFUSE_MAX_BODY_BYTES": str(64 * 1024)})
     code = (

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from cli.main import main as cli_main
+from tests.helpers import free_port
 
 
 def _serve(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -24,14 +25,8 @@ def _serve(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().err.strip()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_a_missing_artifact_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, err = _serve(capsys, "--artifact", str(tmp_path / "nope"), "--port", str(_free_port()))
+    code, err = _serve(capsys, "--artifact", str(tmp_path / "nope"), "--port", str(free_port()))
     assert code == 2 and err == f"alphafuse: error: artifact directory not found: {tmp_path / 'nope'}"
 
 
@@ -48,7 +43,7 @@ def test_a_busy_port_fails_before_the_artifact_is_loaded(capsys: pytest.CaptureF
 
 
 def test_open_writes_on_a_public_address_are_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, err = _serve(capsys, "--artifact", str(tmp_path), "--host", "0.0.0.0", "--port", str(_free_port()))
+    code, err = _serve(capsys, "--artifact", str(tmp_path), "--host", "0.0.0.0", "--port", str(free_port()))
     assert code == 2 and "refusing to serve on 0.0.0.0 with open writes" in err and "\n" not in err
 
 
@@ -57,17 +52,17 @@ def test_store_problems_are_one_line_naming_the_path(
 ) -> None:
     (tmp_path / "file").write_text("x")
     store = tmp_path / "file" / "s.sqlite3"
-    code, err = _serve(capsys, "--artifact", str(tiny_artifact), "--store", str(store), "--port", str(_free_port()))
+    code, err = _serve(capsys, "--artifact", str(tiny_artifact), "--store", str(store), "--port", str(free_port()))
     assert code == 2 and str(tmp_path / "file") in err and "\n" not in err
     truncated = tmp_path / "t.sqlite3"
     truncated.write_bytes(b"")
     (tmp_path / "t.sqlite3.ack").write_text('{"store_id": "abc", "seq": 3}')
-    code, err = _serve(capsys, "--artifact", str(tiny_artifact), "--store", str(truncated), "--port", str(_free_port()))
+    code, err = _serve(capsys, "--artifact", str(tiny_artifact), "--store", str(truncated), "--port", str(free_port()))
     assert code == 2 and "is missing or empty" in err and err.endswith("start over with --reset-store")
 
 
 def test_verbose_shows_the_traceback(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert cli_main(["-v", "serve", "--artifact", str(tmp_path / "nope"), "--port", str(_free_port())]) == 2
+    assert cli_main(["-v", "serve", "--artifact", str(tmp_path / "nope"), "--port", str(free_port())]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().endswith(f"artifact directory not found: {tmp_path / 'nope'}")
 
@@ -88,7 +83,7 @@ def _wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path, timeout: fl
 
 @pytest.mark.slow
 def test_sigterm_lets_the_request_in_flight_finish_and_closes_the_store(tiny_artifact: Path, tmp_path: Path) -> None:
-    port, store = _free_port(), tmp_path / "s.sqlite3"
+    port, store = free_port(), tmp_path / "s.sqlite3"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHAFUSE_")}
     log = tmp_path / "server.log"
     cmd = [
@@ -147,7 +142,7 @@ def test_serve_lets_uvicorn_pick_uvloop_and_httptools(
 
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
-    assert serve(tiny_artifact, port=_free_port(), store=tmp_path / "s.sqlite3", log_level="warning") == 0
+    assert serve(tiny_artifact, port=free_port(), store=tmp_path / "s.sqlite3", log_level="warning") == 0
     (options,) = calls
     assert options == uvicorn_options("127.0.0.1", options["port"], 1, "warning")
     assert options["loop"] == "auto" and options["http"] == "auto"  # never asyncio / h11 by name
@@ -184,13 +179,13 @@ def test_serve_falls_back_to_the_artifact_setting(
 ) -> None:
     import uvicorn
 
-    code, err = _serve(capsys, "--port", str(_free_port()))
+    code, err = _serve(capsys, "--port", str(free_port()))
     assert code == 2 and err == "alphafuse: error: no artifact to serve: pass --artifact DIR or set ALPHAFUSE_ARTIFACT"
     calls: list[Any] = []
     clean_env.setattr(uvicorn, "run", lambda app, **kw: calls.append(app))
     clean_env.setenv("ALPHAFUSE_ARTIFACT", str(tiny_artifact))
     clean_env.setenv("ALPHAFUSE_STORE", str(tmp_path / "s.sqlite3"))
-    assert cli_main(["serve", "--port", str(_free_port())]) == 0
+    assert cli_main(["serve", "--port", str(free_port())]) == 0
     (app,) = calls
     assert app.state.service.settings.artifact == tiny_artifact
     assert (tmp_path / "s.sqlite3").is_file()  # preflight opened the store the setting names
@@ -216,7 +211,7 @@ def test_an_unwritable_default_store_names_the_setting_that_moves_it(
 
     # root may write anywhere, so the read-only directory is simulated
     clean_env.setattr(service.main.os, "access", lambda path, mode: Path(path) != tiny_artifact.parent)
-    code, err = _serve(capsys, "--artifact", str(tiny_artifact), "--port", str(_free_port()))
+    code, err = _serve(capsys, "--artifact", str(tiny_artifact), "--port", str(free_port()))
     assert code == 2 and err == (
         f"alphafuse: error: cannot write the item store {tiny_artifact.parent / 'model.items.sqlite3'} beside "
         "the artifact: pass --store FILE or set ALPHAFUSE_STORE to keep it elsewhere"
