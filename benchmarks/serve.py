@@ -507,14 +507,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a log line per request would be the bottleneck
 
     result = run(args)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    md = markdown(result)
-    (out / f"{args.name}.md").write_text(md)
-    print(md)
-    log.info("wrote %s and %s", out / f"{args.name}.json", out / f"{args.name}.md")
+    write_report(Path(args.out_dir), args.name, result, markdown(result))
     return 0
+
+
+def write_report(out: Path, name: str, result: dict[str, Any], md: str) -> None:
+    """`<out>/<name>.json` and `.md`, and the table on stdout: what every serving benchmark leaves behind."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    (out / f"{name}.md").write_text(md)
+    print(md)
+    log.info("wrote %s and %s", out / f"{name}.json", out / f"{name}.md")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from serve import Server, free_port  # benchmarks/ is on sys.path when run as a script
+from serve import Server, free_port, write_report  # benchmarks/ is on sys.path when run as a script
 
 from service.loadtest import load_workload
 
@@ -311,12 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     result = run(args)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    md = markdown(result)
-    (out / f"{args.name}.md").write_text(md)
-    print(md)
+    write_report(Path(args.out_dir), args.name, result, markdown(result))
     return 0 if result["summary"]["total"]["failures"] == 0 else 1
 
 

@@ -40,8 +40,8 @@ import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from service.errors import ItemConflict, ItemNotFound, StoreFull, StoreUnavailable
-from service.store import AddResult, StoredItem, _now, redact
+from service.errors import ItemNotFound, StoreUnavailable
+from service.store import AddResult, StoredItem, _now, admit, distinct_ids, redact
 
 log = logging.getLogger(__name__)
 
@@ -324,25 +324,10 @@ class PgItemStore:
     # --- the ItemStore contract ----------------------------------------------------------------------
 
     def add(self, items: Sequence[StoredItem], *, upsert: bool = False) -> AddResult:
-        ids = [it.item_id for it in items]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"duplicate item ids in one add: {sorted({i for i in ids if ids.count(i) > 1})}")
+        ids = distinct_ids(items)
         with self._write() as (cur, last):
             existing = self._existing(cur, ids)
-            if existing and not upsert:
-                raise ItemConflict(
-                    f"cold items already exist: {', '.join(repr(i) for i in existing)}; "
-                    "pass upsert=true to replace them",
-                    existing,
-                )
-            if self.max_items is not None:
-                live = self._live_count(cur)
-                if live + len(ids) - len(existing) > self.max_items:
-                    raise StoreFull(
-                        f"the store holds {live} cold items for this model and the limit is {self.max_items} "
-                        f"(ALPHAFUSE_MAX_COLD_ITEMS): adding {len(ids) - len(existing)} more is refused; delete "
-                        "some first"
-                    )
+            admit(ids, existing, upsert=upsert, max_items=self.max_items, live_count=lambda: self._live_count(cur))
             # replaced rows and tombstones of these ids both give way (one row per id)
             cur.execute(
                 "DELETE FROM alphafuse_cold_items WHERE artifact_version = %s AND item_id = ANY(%s)",

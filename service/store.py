@@ -373,26 +373,11 @@ class SQLiteItemStore:
                 )
 
     def add(self, items: Sequence[StoredItem], *, upsert: bool = False) -> AddResult:
-        ids = [it.item_id for it in items]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"duplicate item ids in one add: {sorted({i for i in ids if ids.count(i) > 1})}")
+        ids = distinct_ids(items)
         seqs = []
         with self._write() as cur:
             existing = self._existing(cur, ids)
-            if existing and not upsert:
-                raise ItemConflict(
-                    f"cold items already exist: {', '.join(repr(i) for i in existing)}; "
-                    "pass upsert=true to replace them",
-                    existing,
-                )
-            if self.max_items is not None:
-                live = self._live_count(cur)
-                if live + len(ids) - len(existing) > self.max_items:
-                    raise StoreFull(
-                        f"the store holds {live} cold items for this model and the limit is {self.max_items} "
-                        f"(ALPHAFUSE_MAX_COLD_ITEMS): adding {len(ids) - len(existing)} more is refused; delete "
-                        "some first"
-                    )
+            admit(ids, existing, upsert=upsert, max_items=self.max_items, live_count=lambda: self._live_count(cur))
             # replaced rows and tombstones of these ids both give way (one row per id)
             cur.executemany(
                 "DELETE FROM cold_items WHERE artifact_version = ? AND item_id = ?",
@@ -510,6 +495,37 @@ class SQLiteItemStore:
         with self._lock:
             self._conn.close()
 
+
+
+def distinct_ids(items: Sequence[StoredItem]) -> list[str]:
+    """The items' ids, refused with ValueError when one add names an id twice (every store's rule)."""
+    ids = [it.item_id for it in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"duplicate item ids in one add: {sorted({i for i in ids if ids.count(i) > 1})}")
+    return ids
+
+
+def admit(
+    ids: Sequence[str], existing: Sequence[str], *, upsert: bool, max_items: int | None,
+    live_count: Callable[[], int],
+) -> None:
+    """Refuse an add the way every store does: ids that exist without `upsert`, or one past `max_items`.
+
+    Called inside the store's write transaction, so `existing` and `live_count()` cannot change before the
+    insert; `live_count` is only called when there is a limit, since counting costs a query.
+    """
+    if existing and not upsert:
+        raise ItemConflict(
+            f"cold items already exist: {', '.join(repr(i) for i in existing)}; pass upsert=true to replace them",
+            list(existing),
+        )
+    if max_items is not None:
+        live = live_count()
+        if live + len(ids) - len(existing) > max_items:
+            raise StoreFull(
+                f"the store holds {live} cold items for this model and the limit is {max_items} "
+                f"(ALPHAFUSE_MAX_COLD_ITEMS): adding {len(ids) - len(existing)} more is refused; delete some first"
+            )
 
 def open_store(
     location: Path | str, artifact_version: str, *, max_items: int | None = None, reset: bool = False

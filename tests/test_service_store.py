@@ -1,4 +1,8 @@
-"""SQLiteItemStore: one transaction per add, commit-ordered sequence numbers, version scoping, durability."""
+"""What only SQLiteItemStore does: WAL files, data_version across processes, migration, damaged files.
+
+The behaviour every store shares (add, conflicts, versions, tombstones, carry-over, the cap) is
+tests/test_store_contract.py, which runs it against SQLite too.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.errors import ItemConflict, ItemNotFound, StoreFull, StoreUnavailable
+from service.errors import StoreUnavailable
 from service.store import SQLiteItemStore, StoredItem
 
 
@@ -16,51 +20,10 @@ def _item(item_id: str, value: float = 1.0, dim: int = 4) -> StoredItem:
     return StoredItem(item_id, {"title": f"title of {item_id}"}, np.full(dim, value, dtype=np.float32))
 
 
-def test_add_get_and_changes_since(tmp_path: Path) -> None:
-    store = SQLiteItemStore(tmp_path / "s.sqlite3", "v1")
-    seqs = store.add([_item("a"), _item("b", 2.0)]).seqs
-    assert seqs == sorted(seqs) and len(set(seqs)) == 2
-    got = store.get("b")
-    assert got is not None and got.record == {"title": "title of b"} and got.seq == seqs[1]
-    np.testing.assert_array_equal(got.vector, np.full(4, 2.0, dtype=np.float32))
-    assert got.vector.dtype == np.float32 and got.created_at.endswith("Z")
-    assert store.get("zzz") is None
-    assert [r.item_id for r in store.changes_since(0)] == ["a", "b"]
-    assert [r.item_id for r in store.changes_since(seqs[0])] == ["b"]
-    assert store.changes_since(seqs[1]) == []
-    assert store.count() == 2
-    store.close()
 
 
-def test_conflict_rolls_back_the_whole_add_and_upsert_gets_a_new_seq(tmp_path: Path) -> None:
-    store = SQLiteItemStore(tmp_path / "s.sqlite3", "v1")
-    (first,) = store.add([_item("a")]).seqs
-    with pytest.raises(ItemConflict, match="cold items already exist: 'a'"):
-        store.add([_item("new"), _item("a")])
-    assert store.get("new") is None  # nothing of the failed transaction is visible
-    result = store.add([_item("a", 5.0)], upsert=True)
-    (second,) = result.seqs
-    assert result.replaced == ["a"]
-    assert second > first
-    rows = store.changes_since(first)
-    assert [(r.item_id, r.seq) for r in rows] == [("a", second)]
-    assert rows[0].vector[0] == 5.0 and store.count() == 1
-    with pytest.raises(ValueError, match="duplicate item ids in one add"):
-        store.add([_item("x"), _item("x")])
-    store.close()
 
 
-def test_rows_are_scoped_to_the_artifact_version(tmp_path: Path) -> None:
-    path = tmp_path / "s.sqlite3"
-    old = SQLiteItemStore(path, "v1")
-    old.add([_item("a"), _item("b")])
-    new = SQLiteItemStore(path, "v2")
-    assert new.changes_since(0) == [] and new.get("a") is None
-    assert new.other_versions() == {"v1": 2}
-    new.add([_item("a", 3.0)])  # the same id may exist once per version
-    assert old.get("a").vector[0] == 1.0 and new.get("a").vector[0] == 3.0  # type: ignore[union-attr]
-    old.close()
-    new.close()
 
 
 def test_durable_and_visible_to_another_connection(tmp_path: Path) -> None:
@@ -124,24 +87,6 @@ def test_refuses_a_file_that_is_not_a_store(tmp_path: Path) -> None:
         SQLiteItemStore(bad, "v1")
 
 
-def test_delete_writes_a_tombstone_that_readers_see_and_a_re_add_replaces(tmp_path: Path) -> None:
-    path = tmp_path / "s.sqlite3"
-    writer, reader = SQLiteItemStore(path, "v1"), SQLiteItemStore(path, "v1")
-    first, _ = writer.add([_item("a"), _item("b")]).seqs
-    gone = writer.delete("a")
-    assert gone > first and writer.get("a") is None and writer.count() == 1
-    tomb = [r for r in reader.changes_since(0) if r.item_id == "a"]
-    assert [(r.seq, r.deleted, r.vector.size) for r in tomb] == [(gone, True, 0)]
-    with pytest.raises(ItemNotFound, match="'a'"):
-        writer.delete("a")  # already deleted
-    with pytest.raises(ItemNotFound, match="'never'"):
-        writer.delete("never")
-    (again,) = writer.add([_item("a", 7.0)]).seqs  # no upsert needed: the tombstone is not a live item
-    rows = reader.changes_since(gone)
-    assert [(r.item_id, r.seq, r.deleted) for r in rows] == [("a", again, False)] and rows[0].vector[0] == 7.0
-    assert writer.count() == 2 and writer.other_versions() == {}
-    writer.close()
-    reader.close()
 
 
 def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
@@ -173,48 +118,13 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
     raw.close()
 
 
-def test_carry_over_candidates_and_add_absent(tmp_path: Path) -> None:
-    path = tmp_path / "s.sqlite3"
-    old, older = SQLiteItemStore(path, "v1"), SQLiteItemStore(path, "v0")
-    older.add([_item("a", 1.0), _item("gone")])
-    old.add([_item("a", 2.0), _item("b"), _item("gone"), _item("here")])
-    old.delete("gone")  # deleted last: must stay deleted
-    new = SQLiteItemStore(path, "v2")
-    new.add([_item("here", 9.0)])  # already in the new version: not a candidate
-    cands = {r.item_id: r for r in new.carried_over_candidates()}
-    assert sorted(cands) == ["a", "b", "gone"] and cands["gone"].deleted
-    assert cands["a"].vector[0] == 2.0  # the newest row of the id across the other versions
-    new.delete("here")
-    assert new.add_absent([_item("a", 5.0), _item("here", 5.0)]) == ["a"]  # a tombstone is a row too
-    assert new.get("a").vector[0] == 5.0 and new.get("here") is None  # type: ignore[union-attr]
-    assert new.add_absent([_item("a", 6.0)]) == []  # a second worker doing the same adds nothing
-    for s in (old, older, new):
-        s.close()
 
 
 # --- what the store promises when its files are damaged, replaced or removed (nothing is lost silently)
 
 
-def test_replaced_is_what_the_store_replaced_not_what_a_worker_cached(tmp_path: Path) -> None:
-    path = tmp_path / "s.sqlite3"
-    a, b = SQLiteItemStore(path, "v1"), SQLiteItemStore(path, "v1")
-    assert a.add([_item("x")]).replaced == []
-    result = b.add([_item("x", 2.0), _item("y")], upsert=True)  # b never read x: the store knows
-    assert result.replaced == ["x"] and len(result.seqs) == 2
-    a.close()
-    b.close()
 
 
-def test_the_cold_item_cap_counts_live_items_of_this_version(tmp_path: Path) -> None:
-    store = SQLiteItemStore(tmp_path / "s.sqlite3", "v1", max_items=2)
-    store.add([_item("a"), _item("b")])
-    with pytest.raises(StoreFull, match="holds 2 cold items for this model and the limit is 2"):
-        store.add([_item("c")])
-    assert store.add([_item("a", 3.0)], upsert=True).replaced == ["a"]  # replacing is not growing
-    store.delete("b")
-    store.add([_item("c")])
-    assert store.count() == 2
-    store.close()
 
 
 @pytest.mark.parametrize("victim", ["", "-wal", "-shm"])
