@@ -12,7 +12,8 @@ Starts `python -m service.main` on 127.0.0.1 with artifact A (one worker), drive
 
 Every response names the artifact that answered it, so each request is attributed to a model. Reported:
 requests, failures (any non-200 /recommend or transport error; goal 0), p50/p99 latency before, during
-(from the swap call to its answer, with the requests sent in that window) and after each swap; the
+(every request in flight at some moment between the swap call and its answer) and after each swap
+(requests sent and answered between two swaps, which one artifact alone must answer); the
 server's RSS sampled every 20 ms from /proc (peak, and the kernel's high-water mark VmHWM), RSS before
 the first swap and at the end; swap call durations; items acknowledged vs present at the end.
 Writes `benchmarks/out/<name>.json` and `.md`. Not part of CI (the swap tests are).
@@ -177,13 +178,24 @@ async def drive(args: argparse.Namespace, url: str, histories: list[list[str]], 
             "t_start": t_start, "t_end": t_end, "final": final}  # fmt: skip
 
 
-def _window(requests: list[tuple[float, float, int, str]], t0: float, t1: float) -> dict[str, Any]:
-    rows = [r for r in requests if t0 <= r[0] < t1]
+def _window(requests: list[tuple[float, float, int, str]], t0: float, t1: float, *, overlapping: bool = False,
+            ) -> dict[str, Any]:
+    """The requests of one phase: those sent and answered inside [t0, t1), or with `overlapping`, every
+    request in flight at some moment of it. A swap's phase is the overlapping kind, so that a request sent
+    just before a swap and answered by the new model counts as "during", not "before": the before and
+    after phases then hold only requests that no swap could touch, and their artifacts must be one each."""
+
+    def inside(r: tuple[float, float, int, str]) -> bool:
+        end = r[0] + r[1] / 1e3
+        return r[0] < t1 and end > t0 if overlapping else t0 <= r[0] and end < t1
+
+    rows = [r for r in requests if inside(r)]
     ok = [lat for _, lat, status, _ in rows if status == 200]
     return {
         "requests": len(rows), "failures": sum(1 for r in rows if r[2] != 200),
         "p50_ms": _pct(ok, 50), "p99_ms": _pct(ok, 99), "max_ms": max(ok) if ok else None,
-        "seconds": t1 - t0, "rps": len(rows) / (t1 - t0) if t1 > t0 else None,
+        "seconds": t1 - t0,
+        "rps": sum(1 for r in requests if t0 <= r[0] < t1) / (t1 - t0) if t1 > t0 else None,  # sent in it
         "artifacts": sorted({r[3] for r in rows if r[2] == 200}),
     }  # fmt: skip
 
@@ -194,11 +206,11 @@ def summarise(raw: dict[str, Any], rss: RssSampler) -> dict[str, Any]:
     phases: list[dict[str, Any]] = [{"phase": "before", **_window(reqs, t0, evs[0]["start"])}]
     for i, ev in enumerate(evs):
         nxt = evs[i + 1]["start"] if i + 1 < len(evs) else t1
-        phases.append({"phase": f"during {ev['label']}", **_window(reqs, ev["start"], ev["end"])})
+        phases.append({"phase": f"during {ev['label']}", **_window(reqs, ev["start"], ev["end"], overlapping=True)})
         phases.append({"phase": f"after {ev['label']}", **_window(reqs, ev["end"], nxt)})
     failures = [r for r in reqs if r[2] != 200]
     return {
-        "total": {**_window(reqs, t0, t1 + 1), "failure_examples": [r[3] for r in failures[:5]]},
+        "total": {**_window(reqs, t0, t1, overlapping=True), "failure_examples": [r[3] for r in failures[:5]]},
         "phases": phases,
         "swaps": [{k: ev[k] for k in ("label", "seconds", "status", "answer")} for ev in evs],
         "rss_mib": {

@@ -119,6 +119,8 @@ def test_swap_benchmark_swaps_twice_refuses_a_corrupt_artifact_and_loses_nothing
     assert result["total"]["failures"] == 0 and result["total"]["requests"] > 0
     assert result["items"]["acked"] == result["items"]["present"] > 0
     phases = {p["phase"]: p for p in result["phases"]}
+    for name in ("before", "after A -> B", "after B -> A (reload)", "after A -> corrupt copy"):
+        assert len(phases[name]["artifacts"]) == 1, phases[name]  # no swap touched these requests
     assert phases["before"]["artifacts"] != phases["after A -> B"]["artifacts"]
     assert phases["after B -> A (reload)"]["artifacts"] == phases["before"]["artifacts"]
     assert (tmp_path / "swap.md").read_text().startswith("# Model swap under load")
