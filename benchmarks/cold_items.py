@@ -3,11 +3,15 @@ saw rank once folded in from their text, and which ID part v0 should they get?
 
 Per seed, one fraction of the catalogue is held out. Runs:
 
-- `alphafuse`: trained without the held-out items, which are then folded in with v0 = 0 and v0 = mean ID;
+- `alphafuse`: trained without the held-out items, which are then folded in with each v0 rule: 0, the mean
+  ID, and the mean ID of the item's 5 nearest trained items by semantic-rich coordinates (`neighbours`);
 - `llminit`: trained without them; a cold item gets its whitened-PCA coordinates z (its rows' starting
   point), the only fold-in an LLMInit table has;
 - `alphafuse-all` (reference): trained WITH the held-out items, scored on the same cases: what those items
   would get had they had interactions.
+
+Every fold-in is scored on the validation cases too (the held-out items were kept out of the validation
+that early stopping read, so these are unseen): the v0 rule is chosen on them, never on test.
 
 Writes `<out>/results.json` and `<out>/results.md` after every run.
 
@@ -39,6 +43,7 @@ from training.train import fit, prepare
 
 log = logging.getLogger("cold_items")
 GROUPS = ("cold_target", "warm_target", "all")
+V0_LABEL = {"zeros": "0", "mean": "mean ID", "neighbours": "neighbours' ID"}
 METRICS = ("ndcg@20", "mrr@20", "hr@20")
 
 
@@ -55,6 +60,18 @@ def summarise(runs: list[dict[str, Any]]) -> str:
                 cells.append(f"{statistics.mean(vals):.4f} ± {sd:.4f}")
         cases = statistics.mean(r["test"]["cold_target"]["cases"] for r in rs)
         lines.append(f"| {label} | {len(rs)} | " + " | ".join(cells) + f" | {cases:.0f} |")
+    lines += ["", "Validation (what the v0 rule is chosen on):", "",
+              "| run | seeds | valid all ndcg@20 | valid cold_target ndcg@20 | valid warm_target ndcg@20 |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for label in dict.fromkeys(r["label"] for r in runs):
+        rs = [r for r in runs if r["label"] == label and "valid" in r]
+        if rs:
+            cells = []
+            for g in ("all", "cold_target", "warm_target"):
+                vals = [r["valid"][g]["ndcg@20"] for r in rs]
+                sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                cells.append(f"{statistics.mean(vals):.4f} ± {sd:.4f}")
+            lines.append(f"| {label} | {len(rs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -108,22 +125,25 @@ def main() -> None:
                     cold_emb = embed_items(
                         encoder, cold_ids, ds.items, Path(cfg.cache_dir) if cfg.cache_dir else None, progress=False
                     )
-                rules: tuple[ColdId, ...] = ("zeros", "mean") if variant == "alphafuse" else ("zeros",)
+                rules: tuple[ColdId, ...] = ("zeros", "mean", "neighbours") if variant == "alphafuse" else ("zeros",)
                 folds = [
                     (
-                        f"{variant} cold, v0 = {'0' if rule == 'zeros' else 'mean ID'}" if variant == "alphafuse"
+                        f"{variant} cold, v0 = {V0_LABEL[rule]}" if variant == "alphafuse"
                         else f"{variant} cold, z only",
                         cold_ids, fold_in_vectors(result.model, prep.projection, cold_emb, rule),
                     )
                     for rule in rules
                 ]
             for label, ids, rows in folds:
-                metrics = evaluate_with_cold_items(
-                    result.model, prep.index, ids, rows, split.test, cold_set=cold, batch_size=cfg.eval_batch_size,
+                metrics, valid = (
+                    evaluate_with_cold_items(
+                        result.model, prep.index, ids, rows, cases, cold_set=cold, batch_size=cfg.eval_batch_size,
+                    )
+                    for cases in (split.test, split.valid)
                 )
                 runs.append({
                     "label": label, "run": run, "seed": seed, "cold_items": len(cold_ids),
-                    "fraction": args.fraction, "test": metrics, "best_epoch": result.best_epoch,
+                    "fraction": args.fraction, "test": metrics, "valid": valid, "best_epoch": result.best_epoch,
                     "wall_seconds": round(time.perf_counter() - t0, 1), "config": cfg.to_dict(),
                 })
                 log.info("%s seed %d: cold-target ndcg@20 %.4f, warm-target ndcg@20 %.4f", label, seed,

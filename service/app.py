@@ -286,7 +286,8 @@ def _fold_stored(s: ServiceSettings, ranker: Ranker, store: ItemStore, store_pat
     if s.carry_cold_items:
         carried, skipped = ranker.carry_over(store)
         if carried:
-            log.info("carried %d cold items over from older model versions (re-encoded from their text)",
+            log.info("carried %d cold items over from older model versions (re-encoded from their text, or converted "
+                     "where only the cold-ID rule changed)",
                      len(carried))
         if skipped:
             log.warning(

@@ -380,7 +380,7 @@ class PgItemStore:
     def carried_over_candidates(self) -> list[StoredItem]:
         """Per id absent from this version, its newest row of any other version (oldest first)."""
         rows = self._query(
-            f"SELECT DISTINCT ON (c.item_id) {', '.join('c.' + c for c in _COLUMNS.split(', '))} "
+            f"SELECT DISTINCT ON (c.item_id) {', '.join('c.' + c for c in _COLUMNS.split(', '))}, c.artifact_version "
             "FROM alphafuse_cold_items c WHERE c.artifact_version != %s "
             "AND NOT EXISTS (SELECT 1 FROM alphafuse_cold_items m WHERE m.item_id = c.item_id "
             "                AND m.artifact_version = %s) "
@@ -443,9 +443,9 @@ class PgItemStore:
 
 
 def _row(row: tuple[Any, ...]) -> StoredItem:
-    seq, item_id, record, vector, created_at, deleted = row
+    seq, item_id, record, vector, created_at, deleted, *version = row
     return StoredItem(
         item_id=item_id, record=json.loads(record),
         vector=np.frombuffer(bytes(vector), dtype="<f4").astype(np.float32), seq=int(seq), created_at=created_at,
-        deleted=bool(deleted),
+        deleted=bool(deleted), artifact_version=version[0] if version else "",
     )

@@ -6,7 +6,8 @@ same `item_vectors()` rows (L2-normalised when the model was trained with cosine
 
 Cold items (README "How it works"): text -> `item_text` -> the artifact's encoder -> `projection.apply`
 -> language coordinates z (k,) -> the item embedding's own rule, `model.items.fold_in(z, cold_id)`: for
-AlphaFuse the fused `x = z + [0_{d_s}, v0]`, v0 = zeros or the mean trained ID; for the adapter baselines
+AlphaFuse the fused `x = z + [0_{d_s}, v0]`, v0 = the mean ID of the item's nearest trained items by
+semantic-rich coordinates (`neighbour_ids`; the default), zeros or the mean trained ID; for the adapter baselines
 the adapter of z (plus a zero or mean ID part where they have one); RLMRec models cannot fold in. The
 raw x is appended to the input table (so a cold item can appear inside a history) and its normalised
 form to the index. The in-memory state is a cache of an `ItemStore`: `sync(store)` folds in every row
@@ -23,7 +24,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import faiss
 import numpy as np
@@ -31,7 +32,7 @@ import torch
 from torch.nn import functional as F
 
 from model.artifact import MODEL_FILE, PROJECTION_FILE, Artifact, load_artifact
-from model.item_embeddings import ColdId
+from model.item_embeddings import COLD_ID_RULES, ColdId
 from service.errors import (
     ExplainUnavailable,
     FoldInUnavailable,
@@ -163,7 +164,7 @@ class Ranker:
         hnsw_m: int = 32,
         hnsw_ef_construction: int = 200,
         hnsw_ef_search: int = 128,
-        cold_id: ColdId = "zeros",
+        cold_id: ColdId = "neighbours",
         max_k: int = 1000,
         max_items_per_add: int = 256,
         encoder: TextEncoder | None = None,
@@ -173,8 +174,8 @@ class Ranker:
         `embedding`. Use `Ranker.load` to build one from an artifact directory with its own encoder.
         `index="auto"` picks by the trained catalogue's size (`choose_index`), once: cold items added
         later never switch it."""
-        if cold_id not in ("zeros", "mean"):
-            raise ValueError(f"cold_id must be 'zeros' or 'mean', got {cold_id!r}")
+        if cold_id not in COLD_ID_RULES:
+            raise ValueError(f"cold_id must be one of {', '.join(COLD_ID_RULES)}, got {cold_id!r}")
         index_kind = choose_index(index, len(artifact.item_ids), auto_hnsw_min_items)
         self.artifact = artifact
         self.model = artifact.model.eval()
@@ -216,6 +217,9 @@ class Ranker:
         self._synced: tuple[ItemStore, object | None] | None = None  # (store, its change token) at the last sync
         self._fold_in_unavailable = self._fold_in_reason()
         self._split = self.model.items.split(cold_id)
+        # v0 of each cold row (row r at r - num_trained - 1), kept as rows arrive: score explanations and text
+        # search take it back off the row, and the neighbours rule costs a search to recompute
+        self._cold_v0 = np.zeros((0, 0 if self._split is None else self._split.ids.shape[1]), dtype=np.float32)
         self._language_norms: np.ndarray | None = None  # (N,) trained rows' |Z_i|, on the first search
         self._index = self._build_index(self._vec_buf[: self.num_rows])
 
@@ -474,7 +478,7 @@ class Ranker:
         ids = np.empty((len(r), x.shape[1] - split.d_s), dtype=np.float64)
         trained = r <= self.num_trained
         ids[trained] = split.ids[torch.from_numpy(r[trained] - 1)].numpy()
-        ids[~trained] = split.cold_ids.numpy()
+        ids[~trained] = self._cold_v0[r[~trained] - self.num_trained - 1]
         language = x.copy()  # a cold row is z + [0, v0]: its language coordinates are x - [0, v0]
         language[:, split.d_s :] -= ids
         language[trained] = split.language[torch.from_numpy(r[trained] - 1)].numpy()
@@ -535,7 +539,8 @@ class Ranker:
             self._language_norms = np.maximum(np.linalg.norm(language, axis=1), 1e-12)
         scores = (language @ q) / self._language_norms
         if self.num_rows > self.num_trained:
-            cold = self.table[self.num_trained + 1 :].numpy() - np.pad(split.cold_ids.numpy(), (split.d_s, 0))
+            v0 = self._cold_v0[: self.num_rows - self.num_trained]
+            cold = self.table[self.num_trained + 1 :].numpy() - np.pad(v0, ((0, 0), (split.d_s, 0)))
             cold_scores = (cold @ q) / np.maximum(np.linalg.norm(cold, axis=1), 1e-12)
             scores = np.concatenate([scores, cold_scores])
             if self._retired:
@@ -729,8 +734,10 @@ class Ranker:
         """Fold the cold items that the store holds for other model versions into this one, from their text.
 
         A stored vector is only valid for the model it was computed with; the text record is not, so a
-        new model re-encodes it. Items now in the trained catalogue, items whose newest row is a deletion,
-        and items posted as a bare `embedding` (no text to re-encode) are not carried. Returns
+        new model re-encodes it. When only the cold-ID rule changed (the same artifact served with another
+        `cold_id`), nothing is re-encoded: the vector is converted exactly (`_convert`), items posted as a
+        bare `embedding` included. Otherwise items posted as a bare `embedding` (no text to re-encode) are
+        not carried, nor are items now in the trained catalogue or whose newest row is a deletion. Returns
         (carried ids, ids that could not be carried). Safe with several workers starting at once: the
         store inserts only ids that have no row in this version yet.
         """
@@ -738,6 +745,45 @@ class Ranker:
         candidates = [r for r in candidates if not self.is_trained(r.item_id)]
         if not candidates:
             return [], []
+        rules = self._other_rules()
+        same_model = [r for r in candidates if r.artifact_version in rules]
+        candidates = [r for r in candidates if r.artifact_version not in rules]
+        converted: list[str] = []
+        for start in range(0, len(same_model), max(1, self.max_items_per_add)):
+            chunk = same_model[start : start + max(1, self.max_items_per_add)]
+            vectors = self._convert([r.vector for r in chunk], [rules[r.artifact_version] for r in chunk])
+            converted.extend(store.add_absent(
+                [StoredItem(r.item_id, dict(r.record), vectors[n]) for n, r in enumerate(chunk)]
+            ))
+        if not candidates:
+            self.sync(store)
+            return converted, []
+        carried, skipped = self._carry_by_text(store, candidates)
+        return converted + carried, skipped
+
+    def _other_rules(self) -> dict[str, ColdId]:
+        """{version of this very artifact under another cold-ID rule: that rule}, for the rules whose v0 can be
+        taken back off a stored vector (a model with a fused split); {} otherwise."""
+        if self._split is None:
+            return {}
+        return {artifact_version(self.artifact, r): r for r in get_args(ColdId) if r != self.cold_id}
+
+    def _convert(self, vectors: Sequence[np.ndarray], rules: Sequence[ColdId]) -> np.ndarray:
+        """Stored vectors of this artifact folded in under `rules` -> the same items under this ranker's rule.
+
+        Every rule's v0 depends on the first d_s coordinates only, which it leaves as z gave them, so
+        z = x - [0, v0_old(x)] exactly and the new vector is this rule's fold-in of that z."""
+        x = torch.from_numpy(np.stack(vectors).astype(np.float32))
+        z = x.clone()
+        for rule in set(rules):
+            mask = torch.tensor([r == rule for r in rules])
+            split = self.model.items.split(rule)
+            assert split is not None
+            z[mask, split.d_s :] -= split.cold_ids_of(x[mask])
+        with torch.no_grad():
+            return self.model.items.fold_in(z, self.cold_id).to(torch.float32).numpy()
+
+    def _carry_by_text(self, store: ItemStore, candidates: list[StoredItem]) -> tuple[list[str], list[str]]:
         if self.projection is None:
             return [], [r.item_id for r in candidates]
         textual: list[StoredItem] = []
@@ -827,6 +873,13 @@ class Ranker:
         rows_arr = np.array(rows_out, dtype=np.int64)
         self._table_buf[torch.from_numpy(rows_arr)] = x
         self._vec_buf[rows_arr - 1] = v
+        if self._split is not None:
+            need = int(rows_arr.max()) - self.num_trained
+            if need > len(self._cold_v0):  # doubling: appending stays amortised O(d_n)
+                grown = np.zeros((max(need, 2 * len(self._cold_v0)), self._cold_v0.shape[1]), dtype=np.float32)
+                grown[: len(self._cold_v0)] = self._cold_v0
+                self._cold_v0 = grown
+            self._cold_v0[rows_arr - self.num_trained - 1] = self._split.cold_ids_of(x).numpy()
         first = self._index.ntotal
         self._index.add(np.ascontiguousarray(v))
         labels = np.arange(first, first + len(rows_arr), dtype=np.int64)

@@ -79,8 +79,10 @@ class ServiceSettings(BaseSettings):
     max_queue: int = Field(default=1024, ge=1, description="queued /recommend requests before 503 (backpressure)")
     torch_threads: int = Field(default=1, ge=1, description="torch intra-op threads per worker")
     faiss_threads: int = Field(default=1, ge=1, description="faiss OpenMP threads per worker")
-    cold_id: Literal["zeros", "mean"] = Field(
-        default="zeros", description="ID part v0 of a cold item: zeros, or the mean of the trained IDs"
+    cold_id: Literal["zeros", "mean", "neighbours"] = Field(
+        default="neighbours",
+        description="ID part v0 of a cold AlphaFuse item: the mean ID row of its 5 nearest trained items by "
+        "semantic-rich coordinates (neighbours), zeros, or the mean of all trained IDs",
     )
     max_k: int = Field(default=1000, ge=1, description="largest k a /recommend request may ask for")
     max_items_per_request: int = Field(default=256, ge=1, description="most items one POST /items may add")

@@ -86,6 +86,7 @@ class StoredItem:
     seq: int = 0  # assigned by the store; 0 before it is stored
     created_at: str = ""  # ISO 8601 UTC, assigned by the store
     deleted: bool = False  # a tombstone: the item was deleted at `seq` (record and vector are empty)
+    artifact_version: str = ""  # the version the vector was computed for; set by carried_over_candidates only
 
 
 @dataclass(frozen=True)
@@ -406,8 +407,8 @@ class SQLiteItemStore:
         """Per id absent from this version, its newest row of any other version (oldest first)."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT c.seq, c.item_id, c.record, c.vector, c.created_at, c.deleted FROM cold_items c "
-                "WHERE c.artifact_version != ? "
+                "SELECT c.seq, c.item_id, c.record, c.vector, c.created_at, c.deleted, c.artifact_version "
+                "FROM cold_items c WHERE c.artifact_version != ? "
                 "AND c.seq = (SELECT MAX(o.seq) FROM cold_items o WHERE o.item_id = c.item_id "
                 "             AND o.artifact_version != ?) "
                 "AND NOT EXISTS (SELECT 1 FROM cold_items m WHERE m.item_id = c.item_id "
@@ -566,8 +567,9 @@ def _now() -> str:
 
 
 def _row(row: tuple[Any, ...]) -> StoredItem:
-    seq, item_id, record, vector, created_at, deleted = row
+    """A StoredItem from (seq, item_id, record, vector, created_at, deleted[, artifact_version])."""
+    seq, item_id, record, vector, created_at, deleted, *version = row
     return StoredItem(
         item_id=item_id, record=json.loads(record), vector=np.frombuffer(vector, dtype="<f4").astype(np.float32),
-        seq=int(seq), created_at=created_at, deleted=bool(deleted),
+        seq=int(seq), created_at=created_at, deleted=bool(deleted), artifact_version=version[0] if version else "",
     )

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -151,3 +152,31 @@ def test_id_embedding_variant_and_config_validation() -> None:
         build_recommender(tiny_cfg(), 3, None)
     with pytest.raises(ValueError, match="num_heads"):
         SASRecConfig(hidden_dim=8, num_heads=3)
+
+
+def test_neighbour_ids_average_the_nearest_trained_items_by_cosine_of_the_semantic_part() -> None:
+    from model.item_embeddings import neighbour_ids
+
+    rng = np.random.default_rng(0)
+    trained, ids = rng.standard_normal((7, 3)), rng.standard_normal((7, 2))
+    query = np.vstack([trained[4] * 3.0, rng.standard_normal(3)])  # a scaled copy finds item 4 first
+    got = neighbour_ids(torch.tensor(query), torch.tensor(trained), torch.tensor(ids), k=2).numpy()
+    unit = trained / np.linalg.norm(trained, axis=1, keepdims=True)
+    for q, row in zip(query, got, strict=True):
+        nearest = np.argsort(-(unit @ (q / np.linalg.norm(q))))[:2]
+        np.testing.assert_allclose(row, ids[nearest].mean(0), rtol=1e-5)
+    assert np.argsort(-(unit @ query[0]))[0] == 4
+    # a catalogue too large for one (C, N) similarity block is searched in blocks, with the same answer
+    big = torch.randn(2**23 + 1, 1)
+    big_ids = torch.arange(2**23 + 1, dtype=torch.float32).unsqueeze(1)
+    signs = torch.tensor([[1.0], [-1.0], [2.0]])
+    out = neighbour_ids(signs, big, big_ids, k=1)  # 3 queries, blocks of 1: three blocks
+    for row, s in zip(out, signs, strict=True):  # cosine in 1-d is the sign: any item of the query's sign
+        assert float(big[int(row.item())].sign()) == float(s.sign())
+    # the fused table: a folded-in copy of a trained item's language row gets ids of its neighbours
+    emb = AlphaFuseEmbedding(torch.tensor(np.hstack([trained, rng.standard_normal((7, 2))])), d_n=2)
+    with torch.no_grad():
+        emb.ids.copy_(torch.tensor(ids))
+    x = emb.fold_in(emb.language[4:5], "neighbours")
+    torch.testing.assert_close(x[0, 3:], emb.language[4, 3:] + emb.split("neighbours").cold_ids_of(x)[0])
+    torch.testing.assert_close(x[0, :3], emb.language[4, :3])  # the semantic part is z's, untouched

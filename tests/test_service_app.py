@@ -315,7 +315,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("ALPHAFUSE_MAX_WAIT_MS", "2.5")
     monkeypatch.setenv("ALPHAFUSE_OPENAI_API_KEY", "unrelated")  # the encoder's variable, not a setting
     s = ServiceSettings()  # type: ignore[call-arg]
-    assert (s.artifact, s.index, s.max_wait_ms, s.cold_id) == (tmp_path, "hnsw", 2.5, "zeros")
+    assert (s.artifact, s.index, s.max_wait_ms, s.cold_id) == (tmp_path, "hnsw", 2.5, "neighbours")
     assert ServiceSettings.model_validate({k.removeprefix("ALPHAFUSE_").lower(): v for k, v in s.to_env().items()}) == s
     monkeypatch.setenv("ALPHAFUSE_INDEX", "ivf")
     with pytest.raises(ValueError, match="flat"):

@@ -146,17 +146,27 @@ def test_request_errors_name_the_problem(ranker: Ranker, artifact: Artifact) -> 
 
 def test_fold_in_of_a_trained_item_reproduces_its_language_coordinates(ranker: Ranker, artifact: Artifact) -> None:
     j = artifact.item_ids.index("lego-2")
-    x = ranker.fold_in([NewItem("again", artifact.item_records[j])])[0]
+    zeros = Ranker(artifact, encoder=ranker._encoder, cold_id="zeros")
+    x = zeros.fold_in([NewItem("again", artifact.item_records[j])])[0]
     items = cast(AlphaFuseEmbedding, artifact.model.items)
-    language = items.language[j].numpy()
-    np.testing.assert_allclose(x, language, atol=2e-4)  # v0 = zeros: x is exactly z
-    mean = Ranker(artifact, encoder=ranker._encoder, cold_id="mean")
+    language = items.language.numpy()
+    np.testing.assert_allclose(x, language[j], atol=2e-4)  # v0 = zeros: x is exactly z
     ids = items.ids.detach().numpy()
     d_s = artifact.projection.d_s  # type: ignore[union-attr]
+    # neighbours (the default): the mean ID row of the 5 trained items nearest by cosine of the first d_s
+    # coordinates; a trained item's own text finds itself first
+    sem = language[:, :d_s] / np.linalg.norm(language[:, :d_s], axis=1, keepdims=True)
+    nearest = np.argsort(-(sem @ sem[j]), kind="stable")[:5]
+    assert nearest[0] == j
+    x_nb = ranker.fold_in([NewItem("again", artifact.item_records[j])])[0]
+    np.testing.assert_allclose(x_nb[:d_s], language[j, :d_s], atol=2e-4)  # IDs touch only the null space
+    np.testing.assert_allclose(x_nb[d_s:], language[j, d_s:] + ids[nearest].mean(0), atol=2e-4)
+    mean = Ranker(artifact, encoder=ranker._encoder, cold_id="mean")
     x_mean = mean.fold_in([NewItem("again", artifact.item_records[j])])[0]
-    np.testing.assert_allclose(x_mean[:d_s], language[:d_s], atol=2e-4)  # IDs touch only the null space
-    np.testing.assert_allclose(x_mean[d_s:], language[d_s:] + ids.mean(0), atol=2e-4)
-    assert mean.version != ranker.version  # stored vectors of one rule are never served under the other
+    np.testing.assert_allclose(x_mean[:d_s], language[j, :d_s], atol=2e-4)
+    np.testing.assert_allclose(x_mean[d_s:], language[j, d_s:] + ids.mean(0), atol=2e-4)
+    # stored vectors of one rule are never served under another
+    assert len({mean.version, zeros.version, ranker.version}) == 3
 
 
 def test_cold_item_lands_near_its_theme_and_is_recommended(ranker: Ranker, tmp_path: Path) -> None:
@@ -358,31 +368,50 @@ def test_deleted_cold_items_leave_every_path_and_other_rankers(artifact: Artifac
     store.close()
 
 
-def test_carry_over_refolds_text_items_of_another_version(
-    artifact: Artifact, encoder, tmp_path: Path  # noqa: ANN001
-) -> None:
+def test_carry_over_refolds_text_items_of_another_model(artifact: Artifact, encoder, tmp_path: Path) -> None:  # noqa: ANN001
     path = tmp_path / "s.sqlite3"
-    old = Ranker(artifact, encoder=encoder)  # cold_id zeros
-    old_store = SQLiteItemStore(path, old.version)
-    emb = np.random.default_rng(0).standard_normal(384).tolist()
-    old.add_items(old_store, [
-        NewItem("castle", {"title": "LEGO Harry Potter Hogwarts Castle", "categories": ["lego"]}),
-        NewItem("bare", {}, emb),
-        NewItem("dropped", {"title": "Toy Train"}),
+    old_store = SQLiteItemStore(path, "another-model+0123456789ab")  # vectors of a model this is not
+    dim = Ranker(artifact, encoder=encoder).dim
+    old_store.add([
+        StoredItem("castle", {"title": "LEGO Harry Potter Hogwarts Castle", "categories": ["lego"]},
+                   np.ones(dim, dtype=np.float32)),
+        StoredItem("bare", {}, np.ones(dim, dtype=np.float32)),
+        StoredItem("dropped", {"title": "Toy Train"}, np.ones(dim, dtype=np.float32)),
+        StoredItem("lego-0", {"title": "shadowed"}, np.zeros(dim, dtype=np.float32)),
     ])
-    old.delete_item(old_store, "dropped")
-    old_store.add([StoredItem("lego-0", {"title": "shadowed"}, np.zeros(old.dim, dtype=np.float32))])
+    old_store.delete("dropped")
 
-    new = Ranker(artifact, encoder=encoder, cold_id="mean")
-    assert new.version != old.version
+    new = Ranker(artifact, encoder=encoder)
     store = SQLiteItemStore(path, new.version)
     carried, skipped = new.carry_over(store)
-    assert carried == ["castle"] and skipped == ["bare"]
+    assert carried == ["castle"] and skipped == ["bare"]  # no text, another model: cannot be carried
     expected = new.fold_in([NewItem("castle", {"title": "LEGO Harry Potter Hogwarts Castle", "categories": ["lego"]})])
     np.testing.assert_allclose(new.table[new.row_of("castle")].numpy(), expected[0], atol=1e-6)
     assert new.get_item("castle")[1] is True and new.num_cold == 1
     with pytest.raises(ItemNotFound):
         new.get_item("dropped")
-    assert Ranker(artifact, encoder=encoder, cold_id="mean").carry_over(store) == ([], ["bare"])  # idempotent
+    assert Ranker(artifact, encoder=encoder).carry_over(store) == ([], ["bare"])  # idempotent
+    old_store.close()
+    store.close()
+
+
+@pytest.mark.parametrize(("old_rule", "new_rule"), [("zeros", "neighbours"), ("mean", "zeros"), ("neighbours", "mean")])
+def test_a_new_cold_id_rule_converts_stored_vectors_bare_embeddings_included(
+    artifact: Artifact, encoder, tmp_path: Path, old_rule: str, new_rule: str  # noqa: ANN001
+) -> None:
+    path = tmp_path / "s.sqlite3"
+    old = Ranker(artifact, encoder=encoder, cold_id=old_rule)  # type: ignore[arg-type]
+    old_store = SQLiteItemStore(path, old.version)
+    emb = np.random.default_rng(0).standard_normal(384).tolist()
+    items = [NewItem("castle", {"title": "LEGO Harry Potter Hogwarts Castle", "categories": ["lego"]}),
+             NewItem("bare", {}, emb)]
+    old.add_items(old_store, items)
+    new = Ranker(artifact, encoder=encoder, cold_id=new_rule)  # type: ignore[arg-type]
+    assert new.version != old.version
+    store = SQLiteItemStore(path, new.version)
+    assert new.carry_over(store) == (["castle", "bare"], [])  # nothing to re-encode: the rule alone changed
+    expected = new.fold_in(items)  # what posting them to the new rule gives
+    for n, item in enumerate(items):
+        np.testing.assert_allclose(new.table[new.row_of(item.item_id)].numpy(), expected[n], atol=1e-5)
     old_store.close()
     store.close()
