@@ -54,15 +54,18 @@ def _check_cold_id(cold_id: str) -> None:
         raise ValueError(f"cold_id must be one of {', '.join(COLD_ID_RULES)}, got {cold_id!r}")
 
 
-def neighbour_ids(semantic: Tensor, trained_semantic: Tensor, ids: Tensor, k: int = COLD_NEIGHBOURS) -> Tensor:
+def neighbour_ids(
+    semantic: Tensor, trained_semantic: Tensor, ids: Tensor, k: int = COLD_NEIGHBOURS, *, normalised: bool = False,
+) -> Tensor:
     """(C, d_n) ID parts for new items: per item, the mean ID row of the `k` trained items whose semantic-rich
     coordinates (the first d_s of Z, frozen) are nearest by cosine to the new item's (C, d_s).
 
     Only the d_s coordinates are searched, and they are a new item's fused vector unchanged, so v0 can be
-    recomputed from the served vector alone (another replica, a score explanation) without its text."""
+    recomputed from the served vector alone (another replica, a score explanation) without its text.
+    `normalised`: `trained_semantic` rows already have unit norm (a cached copy; see `FusedSplit`)."""
     if semantic.shape[1] == 0 or ids.shape[1] == 0 or len(ids) == 0:
         return ids.new_zeros(len(semantic), ids.shape[1])
-    trained = F.normalize(trained_semantic.to(torch.float32), dim=-1)
+    trained = trained_semantic if normalised else F.normalize(trained_semantic.to(torch.float32), dim=-1)
     query = F.normalize(semantic.to(torch.float32), dim=-1)
     ids = ids.to(torch.float32)
     step = max(1, 2**24 // len(trained))  # a (step, N) similarity block stays near 64 MiB at any catalogue size
@@ -87,12 +90,15 @@ class FusedSplit:
     ids: Tensor  # (N, d_n)
     d_s: int
     cold_id: ColdId
+    semantic_unit: Tensor | None = None  # (N, d_s) language[:, :d_s] at unit norm, when the owner caches it
 
     def cold_ids_of(self, rows: Tensor) -> Tensor:
         """(C, d_n) v0 of cold items from their fused vectors (C, D): the rule needs only the first d_s
         coordinates, which fold-in leaves as z gave them."""
         n, d_n = len(rows), self.ids.shape[1]
         if self.cold_id == "neighbours":
+            if self.semantic_unit is not None:
+                return neighbour_ids(rows[:, : self.d_s], self.semantic_unit, self.ids, normalised=True)
             return neighbour_ids(rows[:, : self.d_s], self.language[:, : self.d_s], self.ids)
         if self.cold_id == "mean" and d_n > 0 and len(self.ids):
             return self.ids.to(torch.float32).mean(0).expand(n, d_n)
@@ -185,7 +191,19 @@ class AlphaFuseEmbedding(ItemEmbedding):
 
     def split(self, cold_id: ColdId = "zeros") -> FusedSplit:
         _check_cold_id(cold_id)
-        return FusedSplit(self.language.detach(), self.ids.detach(), self.d_s, cold_id)
+        unit = self._semantic_unit() if cold_id == "neighbours" else None
+        return FusedSplit(self.language.detach(), self.ids.detach(), self.d_s, cold_id, unit)
+
+    def _semantic_unit(self) -> Tensor:
+        """language[:, :d_s] at unit norm, computed once per version of the language rows: a service folds
+        items in one request at a time, and normalising a 10^6-row catalogue per request would dominate."""
+        lang = self.language.detach()
+        key = (lang.data_ptr(), lang._version)
+        cached = getattr(self, "_unit_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, F.normalize(lang[:, : self.d_s].to(torch.float32), dim=-1))
+            self._unit_cache = cached
+        return cached[1]
 
 
 class IDEmbedding(ItemEmbedding):
