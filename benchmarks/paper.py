@@ -303,6 +303,9 @@ def execute(run: Run, spec: Mapping[str, Any]) -> dict[str, Any]:
     return record
 
 
+V0_LABELS = {"zeros": "v0 = 0", "mean": "v0 = mean ID", "neighbours": "v0 = neighbours' ID"}
+
+
 def cold_items_record(run: Run, fraction: float) -> dict[str, Any]:
     """The cold-items protocol (training/cold_items.py): hold a seeded `fraction` of the catalogue out, train
     without it (or with it: the reference row), fold the held-out items in by the variant's own rule, rank
@@ -326,10 +329,10 @@ def cold_items_record(run: Run, fraction: float) -> dict[str, Any]:
             encoder_from_spec(cfg.encoder), cold_ids, ds.items, Path(cfg.cache_dir) if cfg.cache_dir else None,
             progress=False,
         )
-        rules: tuple[ColdId, ...] = ("zeros", "mean") if cfg.item_embedding == "alphafuse" else ("zeros",)
         alphafuse = cfg.item_embedding == "alphafuse"  # only it has an ID part to choose for a new item
+        rules: tuple[ColdId, ...] = ("zeros", "mean", "neighbours") if alphafuse else ("zeros",)
         for rule in rules:
-            label = ("v0 = 0" if rule == "zeros" else "v0 = mean ID") if alphafuse else "from text"
+            label = V0_LABELS[rule] if alphafuse else "from text"
             folds[label] = (cold_ids, fold_in_vectors(result.model, prep.projection, emb, rule))
     cold_metrics = {
         label: evaluate_with_cold_items(

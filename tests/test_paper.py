@@ -260,7 +260,8 @@ def test_ablation_and_cold_items_tables_end_to_end(tiny_root: tuple[Path, str], 
     _run("--table", "cold-items", "--variants", "alphafuse,morec,alphafuse-all", "--cold-fraction", "0.25", *common)
     cold = json.loads((out / "cold-items.json").read_text())["runs"]
     assert {(r["row"], tuple(r["cold"])) for r in cold} == {
-        ("alphafuse", ("v0 = 0", "v0 = mean ID")), ("morec", ("from text",)), ("alphafuse-all", ("trained with them",))
+        ("alphafuse", ("v0 = 0", "v0 = mean ID", "v0 = neighbours' ID")), ("morec", ("from text",)),
+        ("alphafuse-all", ("trained with them",)),
     }  # fmt: skip
     assert all(r["cold_items"] == 6 and r["cold"][k]["all"]["cases"] > 0 for r in cold for k in r["cold"])
     assert "| alphafuse | v0 = mean ID | 2 |" in (out / "cold-items.md").read_text()
