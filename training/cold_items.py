@@ -1,7 +1,8 @@
 """Cold-start items protocol: items kept out of training entirely, folded in from their text, then ranked.
 
-README "How it works": a cold item's vector is `((e - mu) P) + [0, v0]` with `v0 = 0` or the mean of the
-trained IDs, "measure which is better". The protocol measures it the way the service works:
+README "How it works": a cold item's vector is `((e - mu) P) + [0, v0]`, with v0 = 0, the mean of the
+trained IDs, or the mean ID of the item's nearest trained items (`neighbours`, the service's default since
+it won on this protocol's validation cases). The protocol measures them the way the service works:
 
 1. a seeded fraction of the catalogue becomes cold;
 2. the model never sees those items: `prepare(cfg, exclude_items=cold)` removes them from the catalogue,
