@@ -122,9 +122,11 @@ def test_sigterm_lets_the_request_in_flight_finish_and_closes_the_store(tiny_art
     assert not Path(str(store) + "-wal").exists()  # closed cleanly: the WAL was checkpointed and removed
     from model.artifact import load_artifact
     from service.ranker import artifact_version
+    from service.settings import ServiceSettings
     from service.store import SQLiteItemStore
 
-    again = SQLiteItemStore(store, artifact_version(load_artifact(tiny_artifact), "zeros"))
+    rule = ServiceSettings.model_fields["cold_id"].default  # what the server ran with
+    again = SQLiteItemStore(store, artifact_version(load_artifact(tiny_artifact), rule))
     assert again.count() == 256
     again.close()
 
