@@ -143,6 +143,7 @@ def test_carry_over_candidates_and_add_absent(make: Make) -> None:
     cands = {r.item_id: r for r in new.carried_over_candidates()}
     assert sorted(cands) == ["a", "b", "gone"] and cands["gone"].deleted
     assert cands["a"].vector[0] == 2.0  # the newest row of the id across the other versions
+    assert {i: r.artifact_version for i, r in cands.items()} == {"a": "v1", "b": "v1", "gone": "v1"}  # whose vector
     new.delete("here")
     assert new.add_absent([_item("a", 5.0), _item("here", 5.0)]) == ["a"]  # a tombstone is a row too
     assert new.get("a").vector[0] == 5.0 and new.get("here") is None  # type: ignore[union-attr]
