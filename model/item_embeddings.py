@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +25,7 @@ IdInit = Literal["zeros", "normal"]
 # a cold item's ID part: zeros, the mean of the trained ID rows, or (AlphaFuse) the mean ID row of its
 # COLD_NEIGHBOURS nearest trained items by their semantic-rich coordinates
 ColdId = Literal["zeros", "mean", "neighbours"]
-COLD_ID_RULES: tuple[str, ...] = ("zeros", "mean", "neighbours")
+COLD_ID_RULES: tuple[ColdId, ...] = get_args(ColdId)
 # k of the "neighbours" rule, chosen on Toys validation (benchmarks/RESULTS.md, "Cold-start items"): 5 beat
 # 1, 2, 3 and 10 on validation NDCG@20 over all cases once a tenth of the catalogue is cold
 COLD_NEIGHBOURS = 5
@@ -90,16 +90,14 @@ class FusedSplit:
     ids: Tensor  # (N, d_n)
     d_s: int
     cold_id: ColdId
-    semantic_unit: Tensor | None = None  # (N, d_s) language[:, :d_s] at unit norm, when the owner caches it
+    semantic_unit: Tensor  # (N, d_s) language[:, :d_s] at unit norm (the owner's cached copy)
 
     def cold_ids_of(self, rows: Tensor) -> Tensor:
         """(C, d_n) v0 of cold items from their fused vectors (C, D): the rule needs only the first d_s
         coordinates, which fold-in leaves as z gave them."""
         n, d_n = len(rows), self.ids.shape[1]
         if self.cold_id == "neighbours":
-            if self.semantic_unit is not None:
-                return neighbour_ids(rows[:, : self.d_s], self.semantic_unit, self.ids, normalised=True)
-            return neighbour_ids(rows[:, : self.d_s], self.language[:, : self.d_s], self.ids)
+            return neighbour_ids(rows[:, : self.d_s], self.semantic_unit, self.ids, normalised=True)
         if self.cold_id == "mean" and d_n > 0 and len(self.ids):
             return self.ids.to(torch.float32).mean(0).expand(n, d_n)
         return rows.new_zeros(n, d_n)
@@ -191,8 +189,7 @@ class AlphaFuseEmbedding(ItemEmbedding):
 
     def split(self, cold_id: ColdId = "zeros") -> FusedSplit:
         _check_cold_id(cold_id)
-        unit = self._semantic_unit() if cold_id == "neighbours" else None
-        return FusedSplit(self.language.detach(), self.ids.detach(), self.d_s, cold_id, unit)
+        return FusedSplit(self.language.detach(), self.ids.detach(), self.d_s, cold_id, self._semantic_unit())
 
     def _semantic_unit(self) -> Tensor:
         """language[:, :d_s] at unit norm, computed once per version of the language rows: a service folds

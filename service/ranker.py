@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import faiss
 import numpy as np
@@ -217,8 +217,9 @@ class Ranker:
         self._synced: tuple[ItemStore, object | None] | None = None  # (store, its change token) at the last sync
         self._fold_in_unavailable = self._fold_in_reason()
         self._split = self.model.items.split(cold_id)
-        # v0 of each cold row (row r at r - num_trained - 1), kept as rows arrive: score explanations and text
-        # search take it back off the row, and the neighbours rule costs a search to recompute
+        # v0 of each cold row (row r at r - num_trained - 1; NaN: not computed yet). Score explanations and text
+        # search take it back off the row; computed on their first need (`_cold_ids`), not on the write path,
+        # since the neighbours rule costs a search over the trained catalogue that fold-in already paid
         self._cold_v0 = np.zeros((0, 0 if self._split is None else self._split.ids.shape[1]), dtype=np.float32)
         self._language_norms: np.ndarray | None = None  # (N,) trained rows' |Z_i|, on the first search
         self._index = self._build_index(self._vec_buf[: self.num_rows])
@@ -465,6 +466,17 @@ class Ranker:
         items = [(self._ids[r - 1], sem + col) for (r, _), (sem, col) in zip(rows, parts, strict=True)]
         return Ranking(items, p.ignored, p.truncated, parts, self.model_dict)
 
+    def _cold_ids(self, rows: np.ndarray) -> np.ndarray:
+        """(n, d_n) v0 of cold table rows, by this ranker's rule from the rows themselves, kept once computed."""
+        split = self._split
+        assert split is not None
+        at = rows - self.num_trained - 1
+        missing = np.unique(rows[np.isnan(self._cold_v0[at]).any(axis=1)])
+        if len(missing):
+            table = self.table[torch.from_numpy(missing)]
+            self._cold_v0[missing - self.num_trained - 1] = split.cold_ids_of(table).numpy()
+        return self._cold_v0[at]
+
     def _parts(self, user: np.ndarray, rows: Sequence[int]) -> list[tuple[float, float]]:
         """(semantic, collaborative) score parts of table rows: the user vector against the row's frozen
         language coordinates Z_i and against its ID coordinates [0, V_i] (v0 for a cold item), each divided
@@ -478,7 +490,7 @@ class Ranker:
         ids = np.empty((len(r), x.shape[1] - split.d_s), dtype=np.float64)
         trained = r <= self.num_trained
         ids[trained] = split.ids[torch.from_numpy(r[trained] - 1)].numpy()
-        ids[~trained] = self._cold_v0[r[~trained] - self.num_trained - 1]
+        ids[~trained] = self._cold_ids(r[~trained])
         language = x.copy()  # a cold row is z + [0, v0]: its language coordinates are x - [0, v0]
         language[:, split.d_s :] -= ids
         language[trained] = split.language[torch.from_numpy(r[trained] - 1)].numpy()
@@ -539,7 +551,7 @@ class Ranker:
             self._language_norms = np.maximum(np.linalg.norm(language, axis=1), 1e-12)
         scores = (language @ q) / self._language_norms
         if self.num_rows > self.num_trained:
-            v0 = self._cold_v0[: self.num_rows - self.num_trained]
+            v0 = self._cold_ids(np.arange(self.num_trained + 1, self.num_rows + 1))
             cold = self.table[self.num_trained + 1 :].numpy() - np.pad(v0, ((0, 0), (split.d_s, 0)))
             cold_scores = (cold @ q) / np.maximum(np.linalg.norm(cold, axis=1), 1e-12)
             scores = np.concatenate([scores, cold_scores])
@@ -766,7 +778,7 @@ class Ranker:
         taken back off a stored vector (a model with a fused split); {} otherwise."""
         if self._split is None:
             return {}
-        return {artifact_version(self.artifact, r): r for r in get_args(ColdId) if r != self.cold_id}
+        return {artifact_version(self.artifact, r): r for r in COLD_ID_RULES if r != self.cold_id}
 
     def _convert(self, vectors: Sequence[np.ndarray], rules: Sequence[ColdId]) -> np.ndarray:
         """Stored vectors of this artifact folded in under `rules` -> the same items under this ranker's rule.
@@ -876,10 +888,10 @@ class Ranker:
         if self._split is not None:
             need = int(rows_arr.max()) - self.num_trained
             if need > len(self._cold_v0):  # doubling: appending stays amortised O(d_n)
-                grown = np.zeros((max(need, 2 * len(self._cold_v0)), self._cold_v0.shape[1]), dtype=np.float32)
+                grown = np.full((max(need, 2 * len(self._cold_v0)), self._cold_v0.shape[1]), np.nan, np.float32)
                 grown[: len(self._cold_v0)] = self._cold_v0
                 self._cold_v0 = grown
-            self._cold_v0[rows_arr - self.num_trained - 1] = self._split.cold_ids_of(x).numpy()
+            self._cold_v0[rows_arr - self.num_trained - 1] = np.nan  # a replaced row's v0 is recomputed
         first = self._index.ntotal
         self._index.add(np.ascontiguousarray(v))
         labels = np.arange(first, first + len(rows_arr), dtype=np.int64)

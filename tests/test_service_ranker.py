@@ -413,5 +413,10 @@ def test_a_new_cold_id_rule_converts_stored_vectors_bare_embeddings_included(
     expected = new.fold_in(items)  # what posting them to the new rule gives
     for n, item in enumerate(items):
         np.testing.assert_allclose(new.table[new.row_of(item.item_id)].numpy(), expected[n], atol=1e-5)
+    # text search takes each cold row's v0 back off: a cold item's own language coordinates find it, at cosine 1
+    z = Ranker(artifact, encoder=encoder, cold_id="zeros").fold_in(items)  # v0 = 0: exactly z
+    for n, item in enumerate(items):
+        hit = new.search(z[n], k=1)[0]
+        assert (hit.item_id, hit.cold) == (item.item_id, True) and hit.score == pytest.approx(1.0, abs=1e-5)
     old_store.close()
     store.close()
