@@ -84,6 +84,9 @@ class RecommenderConfig:
     similarity: Similarity = "dot"  # training and ranking use the same one
     freeze_language: bool = True  # AlphaFuse: language coordinates frozen (False = ablation)
     id_init: IdInit = "zeros"  # AlphaFuse null-space ID initialisation
+    # AlphaFuse: share of item rows whose ID part a training step replaces by its neighbours' mean (the
+    # `neighbours` cold-ID rule, the item itself left out), so the model learns to rank rows as fold-in makes them.
+    id_dropout: float = 0.0
     # Init std of trainable ID rows; 0 = by backbone (see `id_init_std`).
     id_std: float = 0.0
     d_n: int = 64  # AlphaFuse null-space width hosting IDs
@@ -109,6 +112,8 @@ class RecommenderConfig:
             raise ValueError(f"dreamrec ranks by inner product: similarity must be 'dot', got {self.similarity!r}")
         if self.backbone != "sasrec" and self.item_embedding in SASREC_BASELINES:
             raise ValueError(f"item_embedding {self.item_embedding!r} is a SASRec baseline: backbone must be 'sasrec'")
+        if not (math.isfinite(self.id_dropout) and 0.0 <= self.id_dropout < 1.0):
+            raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout!r}")
         if self.language_dim < 0:
             raise ValueError(f"language_dim must be >= 0, got {self.language_dim!r}")
         if not (math.isfinite(self.align_weight) and self.align_weight >= 0.0):

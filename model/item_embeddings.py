@@ -152,10 +152,13 @@ class AlphaFuseEmbedding(ItemEmbedding):
 
     def __init__(
         self, language: Tensor, d_n: int, *, freeze_language: bool = True, id_init: IdInit = "zeros",
-        id_std: float = 1.0,
+        id_std: float = 1.0, id_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         n, k = language.shape
+        if not 0.0 <= id_dropout < 1.0:
+            raise ValueError(f"id_dropout must be in [0, 1), got {id_dropout}")
+        self.id_dropout = id_dropout
         if not 0 <= d_n <= k:
             raise ValueError(f"d_n must be in [0, {k}], got {d_n}")
         self.num_items, self.dim, self.d_n = n, k, d_n
@@ -175,8 +178,31 @@ class AlphaFuseEmbedding(ItemEmbedding):
     fold_in_unavailable = None
 
     def forward(self) -> Tensor:
-        table = self.language + nn.functional.pad(self.ids, (self.d_s, 0))  # (N, D)
+        ids: Tensor = self.ids
+        if self.training and self.id_dropout > 0 and self.d_n > 0 and self.num_items > COLD_NEIGHBOURS:
+            # DropoutNet-style: a share of rows get the ID part a folded-in item gets (`neighbours`), so
+            # the model also learns to rank items whose ID coordinates are only that guess
+            drop = torch.nonzero(torch.rand(self.num_items, device=ids.device) < self.id_dropout).squeeze(1)
+            ids = ids.clone()
+            ids[drop] = self.ids[self._training_neighbours()[drop]].mean(1)
+        table = self.language + nn.functional.pad(ids, (self.d_s, 0))  # (N, D)
         return _with_padding_row(table)
+
+    def _training_neighbours(self) -> Tensor:
+        """(N, COLD_NEIGHBOURS) indices of each item's nearest other items by cosine over the semantic-rich
+        coordinates: `neighbour_ids` with the item itself left out, as a new item is not among the trained
+        ones. Computed once (the coordinates are frozen) and not saved: artifacts do not change."""
+        cached = getattr(self, "_neighbour_cache", None)
+        if cached is None:
+            unit = self._semantic_unit()
+            step = max(1, 2**24 // len(unit))
+            blocks = []
+            for i in range(0, len(unit), step):
+                sims = unit[i : i + step] @ unit.T
+                sims[torch.arange(len(sims)), torch.arange(i, i + len(sims))] = -float("inf")
+                blocks.append(sims.topk(COLD_NEIGHBOURS, dim=1).indices)
+            cached = self._neighbour_cache = torch.cat(blocks)
+        return cached
 
     def fold_in(self, language: Tensor, cold_id: ColdId = "zeros") -> Tensor:
         """`x = z + [0_{d_s}, v0]` (README "How it works"): v0 = zeros, the mean trained ID row, or the mean

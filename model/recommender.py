@@ -186,7 +186,7 @@ def build_item_embedding(
     if cfg.item_embedding == "alphafuse":
         return AlphaFuseEmbedding(
             language, cfg.d_n, freeze_language=cfg.freeze_language, id_init=cfg.id_init,
-            id_std=cfg.id_init_std("alphafuse"),
+            id_std=cfg.id_init_std("alphafuse"), id_dropout=cfg.id_dropout,
         )
     if cfg.item_embedding == "llminit":
         return LLMInitEmbedding(language)

@@ -180,3 +180,28 @@ def test_neighbour_ids_average_the_nearest_trained_items_by_cosine_of_the_semant
     x = emb.fold_in(emb.language[4:5], "neighbours")
     torch.testing.assert_close(x[0, 3:], emb.language[4, 3:] + emb.split("neighbours").cold_ids_of(x)[0])
     torch.testing.assert_close(x[0, :3], emb.language[4, :3])  # the semantic part is z's, untouched
+
+
+def test_id_dropout_trains_a_share_of_rows_with_their_neighbours_id_part_and_leaves_eval_alone() -> None:
+    from model.item_embeddings import neighbour_ids
+
+    torch.manual_seed(0)
+    lang = torch.randn(60, 8)
+    emb = AlphaFuseEmbedding(lang, d_n=4, id_dropout=0.5)
+    with torch.no_grad():
+        emb.ids.normal_()
+    emb.train()
+    table = emb()[1:]
+    replaced = ((table[:, 4:] - lang[:, 4:]) - emb.ids).abs().gt(1e-6).any(1)
+    assert 0.25 < replaced.float().mean().item() < 0.75
+    for i in torch.nonzero(replaced).squeeze(1).tolist()[:5]:  # v0 of `neighbours`, the item itself left out
+        others = [j for j in range(60) if j != i]
+        v0 = neighbour_ids(lang[i : i + 1, :4], lang[others, :4], emb.ids[others].detach())
+        torch.testing.assert_close(table[i, 4:], lang[i, 4:] + v0[0])
+    torch.testing.assert_close(table[:, :4], lang[:, :4])  # the semantic part is never touched
+    table.sum().backward()
+    assert emb.ids.grad is not None and emb.ids.grad.abs().sum() > 0
+    emb.eval()
+    torch.testing.assert_close(emb()[1:, 4:], lang[:, 4:] + emb.ids.detach())
+    with pytest.raises(ValueError, match="id_dropout"):
+        AlphaFuseEmbedding(lang, d_n=4, id_dropout=1.0)

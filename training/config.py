@@ -53,6 +53,7 @@ class TrainConfig:
     scale: float = 1.0  # multiplies raw language embeddings before the decomposition
     language_scale: float = 0.0  # factor on the whitened text part (0: 1/sqrt(width) sasrec, 1 dreamrec)
     id_init: Literal["zeros", "normal"] = "zeros"  # alphafuse: how the ID part starts
+    id_dropout: float = 0.0  # alphafuse: share of rows per step trained with a cold item's ID part (neighbours)
     id_std: float = 0.0  # std of normal ID init (0: 1/sqrt(width) sasrec id, language scale alphafuse, else 1)
     num_blocks: int = 1  # transformer blocks
     num_heads: int = 1  # attention heads
@@ -118,6 +119,8 @@ class TrainConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not (math.isfinite(self.id_dropout) and 0.0 <= self.id_dropout < 1.0):
+            raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
         if not (math.isfinite(self.language_scale) and self.language_scale >= 0):
             raise ValueError(f"language_scale must be a number >= 0 (0 = by backbone), got {self.language_scale}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
@@ -204,6 +207,7 @@ class TrainConfig:
             similarity="dot" if dreamrec else self.similarity,
             freeze_language=self.freeze_language,
             id_init=self.id_init,
+            id_dropout=self.id_dropout,
             id_std=id_std,
             d_n=self.d_n if d_n is None else d_n,
             language_dim=language_dim,
