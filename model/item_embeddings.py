@@ -54,6 +54,19 @@ def _check_cold_id(cold_id: str) -> None:
         raise ValueError(f"cold_id must be one of {', '.join(COLD_ID_RULES)}, got {cold_id!r}")
 
 
+def _nearest(query_unit: Tensor, trained_unit: Tensor, k: int, *, skip_self: bool = False) -> Tensor:
+    """(C, k) indices of the trained rows nearest each unit query row by cosine, searched in blocks;
+    `skip_self`: query i is trained row i and may not be its own neighbour."""
+    step = max(1, 2**24 // len(trained_unit))  # a (step, N) similarity block stays near 64 MiB at any catalogue size
+    blocks = []
+    for i in range(0, len(query_unit), step):
+        sims = query_unit[i : i + step] @ trained_unit.T
+        if skip_self:
+            sims[torch.arange(len(sims)), torch.arange(i, i + len(sims))] = -float("inf")
+        blocks.append(sims.topk(k, dim=1).indices)
+    return torch.cat(blocks) if blocks else query_unit.new_zeros(0, k, dtype=torch.long)
+
+
 def neighbour_ids(
     semantic: Tensor, trained_semantic: Tensor, ids: Tensor, k: int = COLD_NEIGHBOURS, *, normalised: bool = False,
 ) -> Tensor:
@@ -67,13 +80,7 @@ def neighbour_ids(
         return ids.new_zeros(len(semantic), ids.shape[1])
     trained = trained_semantic if normalised else F.normalize(trained_semantic.to(torch.float32), dim=-1)
     query = F.normalize(semantic.to(torch.float32), dim=-1)
-    ids = ids.to(torch.float32)
-    step = max(1, 2**24 // len(trained))  # a (step, N) similarity block stays near 64 MiB at any catalogue size
-    out = [
-        ids[(query[i : i + step] @ trained.T).topk(min(k, len(ids)), dim=1).indices].mean(1)
-        for i in range(0, len(query), step)
-    ]
-    return torch.cat(out) if out else ids.new_zeros(0, ids.shape[1])
+    return ids.to(torch.float32)[_nearest(query, trained, min(k, len(ids)))].mean(1)
 
 
 def _frozen(language: Tensor) -> Tensor:
@@ -191,18 +198,12 @@ class AlphaFuseEmbedding(ItemEmbedding):
     def _training_neighbours(self) -> Tensor:
         """(N, COLD_NEIGHBOURS) indices of each item's nearest other items by cosine over the semantic-rich
         coordinates: `neighbour_ids` with the item itself left out, as a new item is not among the trained
-        ones. Computed once (the coordinates are frozen) and not saved: artifacts do not change."""
+        ones. Kept per version of the language rows (as `_semantic_unit`) and not saved: artifacts do not change."""
+        unit = self._semantic_unit()
         cached = getattr(self, "_neighbour_cache", None)
-        if cached is None:
-            unit = self._semantic_unit()
-            step = max(1, 2**24 // len(unit))
-            blocks = []
-            for i in range(0, len(unit), step):
-                sims = unit[i : i + step] @ unit.T
-                sims[torch.arange(len(sims)), torch.arange(i, i + len(sims))] = -float("inf")
-                blocks.append(sims.topk(COLD_NEIGHBOURS, dim=1).indices)
-            cached = self._neighbour_cache = torch.cat(blocks)
-        return cached
+        if cached is None or cached[0] is not unit:
+            cached = self._neighbour_cache = (unit, _nearest(unit, unit, COLD_NEIGHBOURS, skip_self=True))
+        return cached[1]
 
     def fold_in(self, language: Tensor, cold_id: ColdId = "zeros") -> Tensor:
         """`x = z + [0_{d_s}, v0]` (README "How it works"): v0 = zeros, the mean trained ID row, or the mean
