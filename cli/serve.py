@@ -14,7 +14,8 @@ def serve_artifact(artifact: Path | None, host: str, port: int, workers: int, **
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {k: v for k, v in (("store", args.store), ("index", args.index)) if v is not None}
+    flags = (("store", args.store), ("index", args.index), ("device", args.device))
+    overrides: dict[str, Any] = {k: v for k, v in flags if v is not None}
     if args.allow_open_writes:
         overrides["allow_open_writes"] = True
     if args.reset_store:
@@ -45,6 +46,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     srv.add_argument(
         "--index", choices=["auto", "flat", "hnsw"], default=None,
         help="FAISS index (default auto: flat, exact, below ALPHAFUSE_AUTO_HNSW_MIN_ITEMS trained items, hnsw above)",
+    )
+    srv.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default=None,
+        help="where the sequence encoder runs (ALPHAFUSE_DEVICE; default cpu; auto: cuda when present)",
     )
     srv.add_argument(
         "--allow-open-writes", action="store_true",

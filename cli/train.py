@@ -89,7 +89,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate_artifact(
         Path(args.artifact), data=args.data, protocol=args.protocol, split=args.split, seed=args.seed,
-        mask_history=args.mask_history,
+        mask_history=args.mask_history, device=args.device,
     )
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
@@ -116,5 +116,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     ev.add_argument(
         "--mask-history", action=argparse.BooleanOptionalAction, default=None,
         help="history items do not compete (default: as trained)",
+    )
+    ev.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto",
+        help="where the model scores (auto: cuda when torch sees a GPU)",
     )
     ev.set_defaults(func=cmd_evaluate)

@@ -78,12 +78,14 @@ def check_listen(settings: ServiceSettings, host: str, port: int) -> None:
 
 def preflight(settings: ServiceSettings, host: str, port: int) -> None:
     """Every startup error a user can cause, as one ValueError, before uvicorn starts: the token, the
-    address, the artifact (files, checksums, config) and the store (path, startup checks)."""
+    address, the device, the artifact (files, checksums, config) and the store (path, startup checks)."""
     from model.artifact import load_artifact
     from service.ranker import artifact_version
     from service.store import open_store
+    from training.distributed import resolve_device
 
     check_listen(settings, host, port)
+    resolve_device(settings.device)  # `cuda` on a machine whose torch sees no GPU: say so before forking
     art = load_artifact(settings.artifact, verify_checksums=settings.verify_checksums)
     version = artifact_version(art, settings.cold_id)
     if settings.store is None and not os.access((store := settings.store_path).parent, os.W_OK):

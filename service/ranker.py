@@ -13,11 +13,16 @@ raw x is appended to the input table (so a cold item can appear inside a history
 form to the index. The in-memory state is a cache of an `ItemStore`: `sync(store)` folds in every row
 with a sequence number above the last one seen, which is how all workers converge.
 
+`device` (cpu, cuda, auto) is where the sequence encoder runs. The item table, FAISS (faiss-cpu) and fold-in
+stay on the CPU; a GPU ranker keeps its own copy of the model and of the input table there, re-copied on
+the first batch after rows change, and brings only the (B, D) user vectors back.
+
 Not thread-safe: the service calls every method from one worker thread (see `service.batching`).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -45,6 +50,7 @@ from service.errors import (
 )
 from service.settings import AUTO_HNSW_MIN_ITEMS
 from service.store import ItemStore, StoredItem
+from training.distributed import resolve_device
 from training.encoders import TEXT_TEMPLATE_VERSION, TextEncoder, encoder_from_identity, item_text
 from training.evaluate import pad_histories
 
@@ -169,6 +175,7 @@ class Ranker:
         max_items_per_add: int = 256,
         encoder: TextEncoder | None = None,
         encoder_factory: Callable[[], TextEncoder] | None = None,
+        device: str = "cpu",
     ) -> None:
         """`encoder` (or a lazy `encoder_factory`) encodes new items' text; without either, items need an
         `embedding`. Use `Ranker.load` to build one from an artifact directory with its own encoder.
@@ -223,6 +230,11 @@ class Ranker:
         self._cold_v0 = np.zeros((0, 0 if self._split is None else self._split.ids.shape[1]), dtype=np.float32)
         self._language_norms: np.ndarray | None = None  # (N,) trained rows' |Z_i|, on the first search
         self._index = self._build_index(self._vec_buf[: self.num_rows])
+        self.device = resolve_device(device)
+        # a copy: fold-in and score explanations keep using the CPU model on CPU tensors
+        self._device_model = None if self.device.type == "cpu" else copy.deepcopy(self.model).to(self.device)
+        self._table_writes = 0  # bumped on every write to the input table; the device copy follows it
+        self._device_table: tuple[int, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------------------------------
     # construction
@@ -358,9 +370,9 @@ class Ranker:
             except ServiceError as e:
                 results[i] = e
         if plans:
-            histories, table = self._histories_and_table([p for _, p in plans])
+            histories, extras = self._histories_and_extras([p for _, p in plans])
             with torch.inference_mode():
-                users = self.model.encode_with_table(pad_histories(histories, self.max_len), table)
+                users = self._encode(pad_histories(histories, self.max_len), extras)
             users_np = np.ascontiguousarray(users.numpy(), dtype=np.float32)  # (B, D)
             searched = [(b, i, p) for b, (i, p) in enumerate(plans) if not self._is_exact(p)]
             if searched:
@@ -374,19 +386,30 @@ class Ranker:
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
 
-    def _histories_and_table(self, plans: Sequence[_Plan]) -> tuple[list[list[int]], torch.Tensor]:
-        """Row histories of a batch and the table they index. Text entries (vectors) get rows after the
+    def _histories_and_extras(self, plans: Sequence[_Plan]) -> tuple[list[list[int]], torch.Tensor | None]:
+        """Row histories of a batch and the rows of its text entries (vectors), which get rows after the
         table's last one, in this batch's copy of the table only; nothing else ever sees those rows."""
         extras = [v for p in plans for v in p.extras]
         if not extras:
-            return [p.history for p in plans], self.table
+            return [p.history for p in plans], None
         first = self.num_rows + 1
         histories, offset = [], first
         for p in plans:
             histories.append([r if r > 0 else offset - 1 - r for r in p.history])
             offset += len(p.extras)
-        table = torch.cat([self.table, torch.from_numpy(np.stack(extras).astype(np.float32, copy=False))])
-        return histories, table
+        return histories, torch.from_numpy(np.stack(extras).astype(np.float32, copy=False))
+
+    def _encode(self, padded: torch.Tensor, extras: torch.Tensor | None) -> torch.Tensor:
+        """(B, D) user vectors on the CPU, encoded on `self.device` against the table plus `extras`."""
+        if self._device_model is None:
+            table = self.table if extras is None else torch.cat([self.table, extras])
+            return self.model.encode_with_table(padded, table)
+        if self._device_table is None or self._device_table[0] != self._table_writes:
+            self._device_table = (self._table_writes, self.table.to(self.device))
+        table = self._device_table[1]
+        if extras is not None:
+            table = torch.cat([table, extras.to(self.device)])
+        return self._device_model.encode_with_table(padded.to(self.device), table).cpu()
 
     def _plan(self, q: Query) -> _Plan:
         if not q.history:
@@ -402,7 +425,7 @@ class Ranker:
                 f"(catalogue size {self.size}, max_k {self.max_k})"
             )
         ignored: list[str] = []
-        history: list[int] = []  # 1-based rows; -1 - j for the j-th text entry (`_histories_and_table`)
+        history: list[int] = []  # 1-based rows; -1 - j for the j-th text entry (`_histories_and_extras`)
         extras: list[np.ndarray] = []
         unknown_history: list[str] = []
         for entry in q.history:
@@ -884,6 +907,7 @@ class Ranker:
         self._grow(self.num_rows)
         rows_arr = np.array(rows_out, dtype=np.int64)
         self._table_buf[torch.from_numpy(rows_arr)] = x
+        self._table_writes += 1
         self._vec_buf[rows_arr - 1] = v
         if self._split is not None:
             need = int(rows_arr.max()) - self.num_trained

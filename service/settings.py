@@ -77,6 +77,12 @@ class ServiceSettings(BaseSettings):
         "while the previous batch ran)",
     )
     max_queue: int = Field(default=1024, ge=1, description="queued /recommend requests before 503 (backpressure)")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="cpu",
+        description="where the sequence encoder runs (auto: cuda when torch sees a GPU); the item table, "
+        "FAISS and fold-in stay on the CPU. A 1-block SASRec over 10 items is cheaper on the CPU than the "
+        "copies to a GPU and back; a DreamRec backbone (a denoising loop per request) is not",
+    )
     torch_threads: int = Field(default=1, ge=1, description="torch intra-op threads per worker")
     faiss_threads: int = Field(default=1, ge=1, description="faiss OpenMP threads per worker")
     cold_id: Literal["zeros", "mean", "neighbours"] = Field(

@@ -420,3 +420,37 @@ def test_a_new_cold_id_rule_converts_stored_vectors_bare_embeddings_included(
         assert (hit.item_id, hit.cold) == (item.item_id, True) and hit.score == pytest.approx(1.0, abs=1e-5)
     old_store.close()
     store.close()
+
+
+def test_device_cuda_without_a_gpu_is_refused(artifact: Artifact) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match="cuda was asked for"):
+        Ranker(artifact, device="cuda")
+    assert Ranker(artifact, device="auto").device.type == "cpu"
+
+
+def test_device_copy_follows_table_writes(artifact: Artifact) -> None:
+    """The accelerator path (a copy of the model and of the table, re-copied after writes), driven on the
+    CPU: no GPU here, but the copy and its invalidation are the same code."""
+    import copy
+
+    plain, ranker = Ranker(artifact), Ranker(artifact)
+    ranker._device_model = copy.deepcopy(ranker.model)
+    vec = np.random.default_rng(3).standard_normal(ranker.dim).astype(np.float32)
+    queries = [Query(LEGO, k=5), Query(["doll-0", vec], k=3)]  # the second carries a bare vector entry
+
+    def same() -> None:
+        for a, b in zip(map(_ok, plain.recommend_many(queries)), map(_ok, ranker.recommend_many(queries)), strict=True):
+            assert [i for i, _ in a.items] == [i for i, _ in b.items]
+            np.testing.assert_allclose([s for _, s in a.items], [s for _, s in b.items], atol=1e-6)
+
+    same()
+    copied = ranker._device_table
+    assert copied is not None and copied[0] == ranker._table_writes
+    cold = _random_cold(ranker, 3)
+    plain.apply(cold)
+    ranker.apply(cold)
+    queries.append(Query(["rand-0", "rand-1"], k=4))  # a history through rows only the new copy has
+    same()
+    assert ranker._device_table is not None and ranker._device_table[0] == copied[0] + 1

@@ -61,6 +61,19 @@ def test_store_problems_are_one_line_naming_the_path(
     assert code == 2 and "is missing or empty" in err and err.endswith("start over with --reset-store")
 
 
+def test_cuda_without_a_gpu_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    # checked before the artifact: the directory does not even exist
+    code, err = _serve(capsys, "--artifact", str(tmp_path / "nope"), "--device", "cuda", "--port", str(free_port()))
+    assert code == 2 and err.startswith("alphafuse: error: device cuda was asked for") and "\n" not in err
+    code = cli_main(["evaluate", "--artifact", str(tmp_path / "nope"), "--device", "cuda"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("alphafuse: error: device cuda was asked for") and "\n" not in err
+
+
 def test_verbose_shows_the_traceback(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert cli_main(["-v", "serve", "--artifact", str(tmp_path / "nope"), "--port", str(free_port())]) == 2
     err = capsys.readouterr().err

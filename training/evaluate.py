@@ -13,6 +13,7 @@ from torch import Tensor
 from model.artifact import load_artifact
 from model.base import Recommender
 from training.data import k_core, load_dataset
+from training.distributed import resolve_device
 from training.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
 from training.provenance import resolve_data, trained_on
 from training.splits import EvalCase, split_for
@@ -115,11 +116,13 @@ def evaluate_artifact(
     split: str | None = None,
     seed: int | None = None,
     mask_history: bool | None = None,
+    device: str = "auto",
 ) -> dict[str, dict[str, float]]:
     """Validation and test metrics of the artifact directory `artifact` (`alphafuse evaluate`).
 
     Every input defaults to what the artifact was trained with, so a bare call rebuilds the same split;
-    each argument given overrides it."""
+    each argument given overrides it. `device`: where the model scores (auto: cuda when present)."""
+    where = resolve_device(device)  # before any loading: `cuda` without a GPU fails at once
     art = load_artifact(artifact)
     recorded = trained_on(art.manifest)
     protocol = protocol or recorded.protocol
@@ -134,7 +137,7 @@ def evaluate_artifact(
     chosen = split_for(ds, protocol, seed, Path(split_dir) if split_dir else None)
     index = {item: row + 1 for row, item in enumerate(art.item_ids)}
     return {
-        name: evaluate_cases(art.model, cases, index, mask_history=mask_history)
+        name: evaluate_cases(art.model.to(where), cases, index, mask_history=mask_history)
         for name, cases in (("valid", chosen.valid), ("test", chosen.test))
     }
 
