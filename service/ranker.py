@@ -130,8 +130,8 @@ class AddedItem:
 def choose_index(choice: IndexChoice, num_items: int, hnsw_min_items: int = AUTO_HNSW_MIN_ITEMS) -> IndexKind:
     """The index a catalogue of `num_items` is served from. `auto`: flat (exact, nothing to build at
     startup) below `hnsw_min_items`, where its O(N D) per query is still cheap; HNSW from there on, where
-    its near-constant latency is worth approximate answers and a build at every start (the threshold is
-    provisional: `service.settings.AUTO_HNSW_MIN_ITEMS`)."""
+    its near-constant latency is worth approximate answers and a build at every start (the threshold and
+    its measurements: `service.settings.AUTO_HNSW_MIN_ITEMS`)."""
     if choice == "auto":
         return "hnsw" if num_items >= hnsw_min_items else "flat"
     if choice == "flat" or choice == "hnsw":
