@@ -184,6 +184,7 @@ class Ranker:
         if cold_id not in COLD_ID_RULES:
             raise ValueError(f"cold_id must be one of {', '.join(COLD_ID_RULES)}, got {cold_id!r}")
         index_kind = choose_index(index, len(artifact.item_ids), auto_hnsw_min_items)
+        self.device = resolve_device(device)  # before any work: `cuda` without a GPU fails at once
         self.artifact = artifact
         self.model = artifact.model.eval()
         self.cfg = artifact.config
@@ -230,7 +231,6 @@ class Ranker:
         self._cold_v0 = np.zeros((0, 0 if self._split is None else self._split.ids.shape[1]), dtype=np.float32)
         self._language_norms: np.ndarray | None = None  # (N,) trained rows' |Z_i|, on the first search
         self._index = self._build_index(self._vec_buf[: self.num_rows])
-        self.device = resolve_device(device)
         # a copy: fold-in and score explanations keep using the CPU model on CPU tensors
         self._device_model = None if self.device.type == "cpu" else copy.deepcopy(self.model).to(self.device)
         self._table_writes = 0  # bumped on every write to the input table; the device copy follows it
