@@ -136,8 +136,9 @@ def evaluate_artifact(
         ds = k_core(ds, recorded.k_core)
     chosen = split_for(ds, protocol, seed, Path(split_dir) if split_dir else None)
     index = {item: row + 1 for row, item in enumerate(art.item_ids)}
+    model = art.model.to(where)
     return {
-        name: evaluate_cases(art.model.to(where), cases, index, mask_history=mask_history)
+        name: evaluate_cases(model, cases, index, mask_history=mask_history)
         for name, cases in (("valid", chosen.valid), ("test", chosen.test))
     }
 
