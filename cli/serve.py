@@ -14,7 +14,7 @@ def serve_artifact(artifact: Path | None, host: str, port: int, workers: int, **
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    flags = (("store", args.store), ("index", args.index), ("device", args.device))
+    flags = (("store", args.store), ("index", args.index), ("index_cache", args.index_cache), ("device", args.device))
     overrides: dict[str, Any] = {k: v for k, v in flags if v is not None}
     if args.allow_open_writes:
         overrides["allow_open_writes"] = True
@@ -46,6 +46,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     srv.add_argument(
         "--index", choices=["auto", "flat", "hnsw"], default=None,
         help="FAISS index (default auto: flat, exact, below ALPHAFUSE_AUTO_HNSW_MIN_ITEMS trained items, hnsw above)",
+    )
+    srv.add_argument(
+        "--index-cache", default=None,
+        help="directory keeping a built HNSW index for the next start (ALPHAFUSE_INDEX_CACHE; default: none)",
     )
     srv.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], default=None,

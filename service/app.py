@@ -269,7 +269,7 @@ def _open(s: ServiceSettings, artifact: Path, store_path: Path | str) -> tuple[R
         artifact, verify_checksums=s.verify_checksums, encoder_preload=s.encoder_preload,
         encoder_base_url=s.encoder_base_url, index=s.index, auto_hnsw_min_items=s.auto_hnsw_min_items,
         hnsw_m=s.hnsw_m, hnsw_ef_construction=s.hnsw_ef_construction, hnsw_ef_search=s.hnsw_ef_search,
-        cold_id=s.cold_id, device=s.device,
+        cold_id=s.cold_id, device=s.device, index_cache=s.index_cache,
         max_k=s.max_k, max_items_per_add=s.max_items_per_request,
     )
     store = open_store(store_path, ranker.version, max_items=s.max_cold_items, reset=s.reset_store)

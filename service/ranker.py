@@ -22,10 +22,13 @@ Not thread-safe: the service calls every method from one worker thread (see `ser
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import logging
+import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,11 +179,13 @@ class Ranker:
         encoder: TextEncoder | None = None,
         encoder_factory: Callable[[], TextEncoder] | None = None,
         device: str = "cpu",
+        index_cache: Path | None = None,
     ) -> None:
         """`encoder` (or a lazy `encoder_factory`) encodes new items' text; without either, items need an
         `embedding`. Use `Ranker.load` to build one from an artifact directory with its own encoder.
         `index="auto"` picks by the trained catalogue's size (`choose_index`), once: cold items added
-        later never switch it."""
+        later never switch it. `index_cache`: a directory where a built HNSW index over the trained items
+        is kept and read back at the next start (see `_initial_index`)."""
         if cold_id not in COLD_ID_RULES:
             raise ValueError(f"cold_id must be one of {', '.join(COLD_ID_RULES)}, got {cold_id!r}")
         index_kind = choose_index(index, len(artifact.item_ids), auto_hnsw_min_items)
@@ -230,7 +235,7 @@ class Ranker:
         # since the neighbours rule costs a search over the trained catalogue that fold-in already paid
         self._cold_v0 = np.zeros((0, 0 if self._split is None else self._split.ids.shape[1]), dtype=np.float32)
         self._language_norms: np.ndarray | None = None  # (N,) trained rows' |Z_i|, on the first search
-        self._index = self._build_index(self._vec_buf[: self.num_rows])
+        self._index = self._initial_index(self._vec_buf[: self.num_rows], index_cache)
         # a copy: fold-in and score explanations keep using the CPU model on CPU tensors
         self._device_model = None if self.device.type == "cpu" else copy.deepcopy(self.model).to(self.device)
         self._table_writes = 0  # bumped on every write to the input table; the device copy follows it
@@ -297,6 +302,53 @@ class Ranker:
             index.hnsw.efConstruction = ef_construction
         if len(vectors):
             index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        return index
+
+    def _initial_index(self, vectors: np.ndarray, cache: Path | None) -> faiss.Index:
+        """The index over the trained items, read from `cache` when an earlier start left one there.
+
+        Only HNSW is cached: building it is what makes a large catalogue slow to start (147 s for 10^6 items
+        on one core, benchmarks/RESULTS.md), while a flat index is a copy of the vectors. The file name holds
+        a digest of the vectors themselves and every build parameter, so a different model, projection or
+        setting can never read a stale graph; a file that does not read back as the index expected is
+        rebuilt over. Not being able to write the cache costs the next start time, nothing else."""
+        if self._index_kind != "hnsw" or cache is None or not len(vectors):
+            return self._build_index(vectors)
+        m, ef_construction, _ = self._hnsw
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        digest = hashlib.sha256(vectors.data).hexdigest()[:32]
+        name = f"hnsw-m{m}-efc{ef_construction}-faiss{faiss.__version__}-{len(vectors)}x{self.dim}-{digest}.faiss"
+        path = Path(cache) / name
+        if path.exists():
+            started = time.perf_counter()
+            try:
+                cached = faiss.read_index(str(path))
+            except RuntimeError as e:
+                log.warning("index cache %s is unreadable (%s): rebuilding it", path, str(e).splitlines()[0])
+            else:
+                # read_index already returns the concrete class (a downcast copy of the proxy would not own it)
+                if (
+                    isinstance(cached, faiss.IndexHNSWFlat) and cached.ntotal == len(vectors)
+                    and cached.d == self.dim and cached.metric_type == faiss.METRIC_INNER_PRODUCT
+                ):
+                    log.info("read the HNSW index over %d items from %s in %.1f s", cached.ntotal, path,
+                             time.perf_counter() - started)
+                    return cached
+                log.warning("index cache %s does not hold this catalogue's HNSW index: rebuilding it", path)
+        started = time.perf_counter()
+        index = self._build_index(vectors)
+        log.info("built the HNSW index over %d items in %.1f s", len(vectors), time.perf_counter() - started)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            faiss.write_index(index, str(tmp))
+            os.replace(tmp, path)  # whole or absent: a worker starting meanwhile never reads half a file
+            log.info("kept the HNSW index in %s for the next start", path)
+        except (OSError, RuntimeError) as e:
+            log.warning("cannot keep the HNSW index in %s (%s): the next start builds it again", cache,
+                        str(e).splitlines()[0])
+            with contextlib.suppress(OSError):  # when the directory is what failed, there is no file to remove
+                tmp.unlink(missing_ok=True)
         return index
 
     # ------------------------------------------------------------------------------------------------

@@ -65,6 +65,11 @@ class ServiceSettings(BaseSettings):
     hnsw_m: int = Field(default=32, ge=4, le=256, description="HNSW graph degree M")
     hnsw_ef_construction: int = Field(default=200, ge=8, description="HNSW efConstruction")
     hnsw_ef_search: int = Field(default=128, ge=1, description="HNSW efSearch (raised to k if smaller)")
+    index_cache: Path | None = Field(
+        default=None,
+        description="directory where a built HNSW index is kept and read back at the next start or swap of "
+        "the same model and HNSW settings (unset: built at every start; a flat index is never cached)",
+    )
     max_batch: int = Field(
         default=32, ge=1, description="most /recommend requests ranked together (1 disables batching)"
     )

@@ -454,3 +454,58 @@ def test_device_copy_follows_table_writes(artifact: Artifact) -> None:
     queries.append(Query(["rand-0", "rand-1"], k=4))  # a history through rows only the new copy has
     same()
     assert ranker._device_table is not None and ranker._device_table[0] == copied[0] + 1
+
+
+def _ranking(ranker: Ranker) -> list[list[str]]:
+    histories = [LEGO[:2], LEGO[1:], ["lego-0"]]
+    return [[i for i, _ in _ok(r).items] for r in ranker.recommend_many([Query(h, k=5) for h in histories])]
+
+
+def test_hnsw_index_cache_is_written_once_read_back_and_keyed_by_its_settings(
+    artifact: Artifact, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import faiss
+
+    cache = tmp_path / "index-cache"
+    first = Ranker(artifact, index="hnsw", hnsw_m=16, index_cache=cache)
+    files = list(cache.glob("*.faiss"))
+    assert len(files) == 1 and not list(cache.glob("*.tmp"))
+    # the second start reads the graph instead of building one: no HNSW add happens at all
+    monkeypatch.setattr(faiss.IndexHNSWFlat, "add", lambda *a: pytest.fail("rebuilt despite the cache"))
+    with caplog.at_level("INFO", logger="service.ranker"):
+        second = Ranker(artifact, index="hnsw", hnsw_m=16, index_cache=cache)
+    assert "read the HNSW index" in caplog.text
+    assert second._index.ntotal == first._index.ntotal and _ranking(second) == _ranking(first)
+    monkeypatch.undo()
+    # other HNSW settings, or a flat index, never read that file
+    Ranker(artifact, index="hnsw", hnsw_m=8, index_cache=cache)
+    assert len(list(cache.glob("*.faiss"))) == 2
+    Ranker(artifact, index="flat", index_cache=cache)
+    assert len(list(cache.glob("*.faiss"))) == 2
+
+
+def test_a_damaged_or_foreign_cache_file_is_rebuilt_over_and_an_unwritable_cache_only_warns(
+    artifact: Artifact, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import faiss
+
+    cache = tmp_path / "cache"
+    exact = _ranking(Ranker(artifact))
+    Ranker(artifact, index="hnsw", hnsw_m=16, index_cache=cache)
+    (path,) = cache.glob("*.faiss")
+    path.write_bytes(path.read_bytes()[:100])  # torn
+    with caplog.at_level("INFO", logger="service.ranker"):
+        again = Ranker(artifact, index="hnsw", hnsw_m=16, index_cache=cache)
+    assert "is unreadable" in caplog.text and _ranking(again) == exact
+    assert faiss.read_index(str(path)).ntotal == again._index.ntotal  # rewritten whole
+    faiss.write_index(faiss.IndexHNSWFlat(again.dim, 16, faiss.METRIC_INNER_PRODUCT), str(path))  # empty graph
+    caplog.clear()
+    with caplog.at_level("INFO", logger="service.ranker"):
+        assert _ranking(Ranker(artifact, index="hnsw", hnsw_m=16, index_cache=cache)) == exact
+    assert "does not hold this catalogue's HNSW index" in caplog.text
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="service.ranker"):
+        assert _ranking(Ranker(artifact, index="hnsw", hnsw_m=16, index_cache=blocked)) == exact
+    assert "cannot keep the HNSW index" in caplog.text
