@@ -93,7 +93,9 @@ class RecommenderConfig:
     # Width of the language rows the item embedding reads (Z, or E for the adapter baselines); 0 = none, or
     # the item width (artifacts from before the field, whose language rows were always as wide as the items).
     language_dim: int = 0
-    align_weight: float = 0.1  # rlmrec-*: weight of the alignment loss added to the recommendation loss
+    align_weight: float = 0.1  # rlmrec-*, masked_text: weight of the alignment loss added to the recommendation loss
+    # AlphaFuse: add RLMRec-Gen's masked-item text reconstruction (of the semantic-rich coordinates) as a loss
+    masked_text: bool = False
 
     def __post_init__(self) -> None:
         if self.item_embedding not in ITEM_EMBEDDINGS:
@@ -116,6 +118,11 @@ class RecommenderConfig:
             raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout!r}")
         if self.language_dim < 0:
             raise ValueError(f"language_dim must be >= 0, got {self.language_dim!r}")
+        if self.masked_text and (self.item_embedding != "alphafuse" or self.backbone != "sasrec"):
+            raise ValueError(
+                "masked_text is for item_embedding 'alphafuse' on the sasrec backbone (rlmrec-gen has its own), "
+                f"not {self.item_embedding!r} on {self.backbone!r}"
+            )
         if not (math.isfinite(self.align_weight) and self.align_weight >= 0.0):
             raise ValueError(f"align_weight must be a finite number >= 0, got {self.align_weight!r}")
 

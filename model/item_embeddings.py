@@ -159,7 +159,7 @@ class AlphaFuseEmbedding(ItemEmbedding):
 
     def __init__(
         self, language: Tensor, d_n: int, *, freeze_language: bool = True, id_init: IdInit = "zeros",
-        id_std: float = 1.0, id_dropout: float = 0.0,
+        id_std: float = 1.0, id_dropout: float = 0.0, masked_text: bool = False,
     ) -> None:
         super().__init__()
         n, k = language.shape
@@ -181,8 +181,26 @@ class AlphaFuseEmbedding(ItemEmbedding):
         elif id_init != "zeros":
             raise ValueError(f"id_init must be 'zeros' or 'normal', got {id_init!r}")
         self.ids = nn.Parameter(ids)  # (N, d_n)
+        self.masked_text = masked_text
+        if masked_text:
+            # RLMRec-Gen's reconstruction as a regulariser: from a masked position's state, pick out the
+            # item's semantic-rich coordinates; training-only, so serving and fold-in never read these
+            mid = (k + self.d_s) // 2
+            self.text_head = nn.Sequential(nn.Linear(k, mid), nn.LeakyReLU(), nn.Linear(mid, self.d_s))
+            for m in self.text_head:
+                if isinstance(m, nn.Linear):
+                    nn.init.xavier_uniform_(m.weight)
+            self.mask_token = nn.Parameter(torch.zeros(k))
 
     fold_in_unavailable = None
+
+    def aux_loss(
+        self, table: Tensor, inputs: Tensor, targets: Tensor, encode: Encode, generator: torch.Generator | None
+    ) -> Tensor | None:
+        if not self.masked_text or self.d_s == 0:
+            return None
+        text = self.language[:, : self.d_s].detach()
+        return _masked_reconstruction(self.text_head, self.mask_token, text, table, inputs, encode, generator)
 
     def forward(self) -> Tensor:
         ids: Tensor = self.ids
@@ -409,6 +427,31 @@ def _info_nce(anchors: Tensor, positives: Tensor, temperature: float, same: Tens
     return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
 
 
+def _masked_reconstruction(
+    head: nn.Module, mask_token: Tensor, text: Tensor, table: Tensor, inputs: Tensor, encode: Encode,
+    generator: torch.Generator | None,
+) -> Tensor | None:
+    """RLMRec-Gen's reconstruction term: RLMREC_MASK_RATIO of the real history positions are replaced by
+    `mask_token`, the histories are re-encoded, and `head` of each masked position's state must pick out
+    that item's `text` row (N, d) among the other masked items' (InfoNCE, RLMREC_GEN_TEMPERATURE)."""
+    real = inputs > 0
+    positions = real.flatten().nonzero().squeeze(1)  # (R,) flat indices of real history positions
+    if len(positions) == 0:
+        return None
+    k = max(1, int(len(positions) * RLMREC_MASK_RATIO))  # at least one, as RLMRec's NodeMask
+    draw = generator.device if generator is not None else positions.device
+    chosen = positions[torch.randperm(len(positions), generator=generator, device=draw)[:k].to(positions.device)]
+    masked = torch.zeros(real.numel(), dtype=torch.bool, device=real.device)
+    masked[chosen] = True
+    masked = masked.view_as(real)  # (B, L)
+    seq = F.embedding(inputs, table)  # (B, L, D)
+    seq = torch.where(masked.unsqueeze(-1), mask_token.expand_as(seq), seq)
+    hidden = encode(seq, real)  # (B, L, D)
+    items = inputs[masked]  # (k,)
+    same = (items[:, None] == items[None, :]) & ~torch.eye(k, dtype=torch.bool, device=items.device)
+    return _info_nce(head(hidden[masked]), text[items - 1], RLMREC_GEN_TEMPERATURE, same)
+
+
 class RLMRecEmbedding(IDEmbedding):
     """RLMRec (Ren et al., WWW 2024) on SASRec: a plain ID table, plus an alignment of it with the frozen
     language embeddings E (the encoder output) as an auxiliary loss; the item vectors are the ID rows only.
@@ -461,19 +504,4 @@ class RLMRecEmbedding(IDEmbedding):
         if self.mode == "con":
             items = torch.unique(torch.cat([inputs[inputs > 0], targets[targets > 0]]))  # (U,) 1-based
             return _info_nce(F.embedding(items, table), self.mlp(self.language[items - 1]), RLMREC_CON_TEMPERATURE)
-        real = inputs > 0
-        positions = real.flatten().nonzero().squeeze(1)  # (R,) flat indices of real history positions
-        if len(positions) == 0:
-            return None
-        k = max(1, int(len(positions) * RLMREC_MASK_RATIO))  # at least one, as RLMRec's NodeMask
-        draw = generator.device if generator is not None else positions.device
-        chosen = positions[torch.randperm(len(positions), generator=generator, device=draw)[:k].to(positions.device)]
-        masked = torch.zeros(real.numel(), dtype=torch.bool, device=real.device)
-        masked[chosen] = True
-        masked = masked.view_as(real)  # (B, L)
-        seq = F.embedding(inputs, table)  # (B, L, D)
-        seq = torch.where(masked.unsqueeze(-1), self.mask_token.expand_as(seq), seq)
-        hidden = encode(seq, real)  # (B, L, D)
-        items = inputs[masked]  # (k,)
-        same = (items[:, None] == items[None, :]) & ~torch.eye(k, dtype=torch.bool, device=items.device)
-        return _info_nce(self.mlp(hidden[masked]), self.language[items - 1], RLMREC_GEN_TEMPERATURE, same)
+        return _masked_reconstruction(self.mlp, self.mask_token, self.language, table, inputs, encode, generator)

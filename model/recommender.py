@@ -187,6 +187,7 @@ def build_item_embedding(
         return AlphaFuseEmbedding(
             language, cfg.d_n, freeze_language=cfg.freeze_language, id_init=cfg.id_init,
             id_std=cfg.id_init_std("alphafuse"), id_dropout=cfg.id_dropout,
+            masked_text=cfg.masked_text,
         )
     if cfg.item_embedding == "llminit":
         return LLMInitEmbedding(language)

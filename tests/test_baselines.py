@@ -25,6 +25,7 @@ from cli.main import build_parser
 from model.artifact import Artifact, load_artifact
 from model.item_embeddings import (
     UNISREC_EXPERTS,
+    AlphaFuseEmbedding,
     FoldInUnsupported,
     LLMESREmbedding,
     RLMRecEmbedding,
@@ -523,3 +524,69 @@ def test_quality_benchmark_resume_ignores_fields_added_with_their_old_behaviour(
     assert comparable(old) == comparable(new)
     assert comparable({**new, "align_weight": 0.5}) != comparable(new)
     assert set(BASELINES) <= set(VARIANT_ORDER)
+
+
+# --------------------------------------------------------------------------------------------------------
+# AlphaFuse with RLMRec-Gen's masked text reconstruction as a regulariser (`masked_text`)
+
+
+def test_alphafuse_masked_text_adds_a_weighted_reconstruction_and_leaves_the_item_rows_alone() -> None:
+    plain = build_recommender(tiny_cfg("alphafuse", d_n=3), N, tiny_language()[:, :H])
+    torch.manual_seed(0)
+    cfg = tiny_cfg("alphafuse", d_n=3, masked_text=True, align_weight=0.4)
+    model = build_recommender(cfg, N, tiny_language()[:, :H])
+    assert isinstance(model, SequentialRecommender) and isinstance(plain, SequentialRecommender)
+    items = cast(AlphaFuseEmbedding, model.items)
+    # the rows it serves and folds in are AlphaFuse's own: the head and mask token only train
+    torch.testing.assert_close(items(), plain.items(), rtol=0, atol=0)
+    batch = torch.randint(1, N + 1, (8, 6), generator=torch.Generator().manual_seed(0))
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    aux = items.aux_loss(items(), inputs, targets, model._hidden, torch.Generator().manual_seed(0))
+    assert aux is not None and math.isfinite(aux.item()) and aux.item() > 0
+    aux.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in items.text_head.parameters())
+    assert items.mask_token.grad is not None and items.mask_token.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
+    assert items.ids.grad is not None and items.ids.grad.abs().sum() > 0  # through the unmasked positions
+    model.zero_grad()
+    total = model.loss(inputs, targets, generator=torch.Generator().manual_seed(1))
+    table = items()
+    again = items.aux_loss(table, inputs, targets, model._hidden, torch.Generator().manual_seed(1))
+    assert again is not None
+    torch.testing.assert_close(total, model._next_item_loss(table, inputs, targets, None) + 0.4 * again)
+    # without it there is no auxiliary term at all
+    assert plain.items.aux_loss(plain.items(), inputs, targets, plain._hidden, None) is None
+
+
+def test_masked_text_is_refused_outside_alphafuse_on_sasrec() -> None:
+    for kw in ({"item_embedding": "id"}, {"item_embedding": "rlmrec-gen"}, {"backbone": "dreamrec"}):
+        with pytest.raises(ValueError, match="masked_text is for item_embedding 'alphafuse'"):
+            TrainConfig(data="x", masked_text=True, **kw)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="masked_text is for item_embedding 'alphafuse'"):
+        RecommenderConfig(item_embedding="llminit", masked_text=True)
+    args = build_parser().parse_args(["train", "--masked-text"])
+    assert args.masked_text is True
+
+
+def test_alphafuse_with_masked_text_trains_saves_reloads_and_folds_in(e2e: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "mt"
+    cfg = TrainConfig(
+        data=str(e2e["data"]), protocol="loo", out=str(out), encoder=e2e["encoder"], cache_dir="",
+        item_embedding="alphafuse", masked_text=True, epochs=2, patience=2, hidden_dim=E2E_HIDDEN, d_n=4,
+        max_len=8, batch_size=16,
+    )
+    run_training(cfg)
+    art = load_artifact(out)
+    assert art.config.masked_text is True and art.projection is not None
+    d_s = E2E_HIDDEN - 4
+    mid = (E2E_HIDDEN + d_s) // 2
+    head = (E2E_HIDDEN * mid + mid) + (mid * d_s + d_s) + E2E_HIDDEN  # text head + mask token
+    n = len(e2e["ids"])
+    expected = trainable(SASRec(art.model.cfg.sasrec)) + n * 4 + head
+    assert art.manifest["training"]["trainable_parameters"] == expected == trainable(art.model)
+    # fold-in of a trained item's own text gives its language part, as without the head
+    row = art.item_ids.index(e2e["ids"][0])
+    z = torch.from_numpy(art.projection.apply(e2e["emb"][:1]).astype(np.float32))
+    language = art.model.items.language
+    assert isinstance(language, torch.Tensor)
+    torch.testing.assert_close(art.model.items.fold_in(z), language[row : row + 1], rtol=1e-5, atol=1e-6)

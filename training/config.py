@@ -83,7 +83,8 @@ class TrainConfig:
     mask_history: bool = False  # evaluation: history items do not compete (paper: off)
     threads: int = 0  # torch threads (0: torch's default)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where training and evaluation run (auto: cuda when present)
-    align_weight: float = 0.1  # rlmrec-con/-gen: weight of the text-alignment loss added to the recommendation loss
+    align_weight: float = 0.1  # rlmrec-con/-gen, masked_text: weight of the text-alignment loss in the loss
+    masked_text: bool = False  # alphafuse: add RLMRec-Gen's masked-item text reconstruction to the loss
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -106,6 +107,11 @@ class TrainConfig:
             raise ValueError(f"item_embedding {self.item_embedding!r} is a SASRec baseline: backbone must be 'sasrec'")
         if not (math.isfinite(self.align_weight) and self.align_weight >= 0):
             raise ValueError(f"align_weight must be a number >= 0, got {self.align_weight}")
+        if self.masked_text and (self.item_embedding != "alphafuse" or self.backbone != "sasrec"):
+            raise ValueError(
+                "masked_text is for item_embedding 'alphafuse' on the sasrec backbone (rlmrec-gen has its own), "
+                f"not {self.item_embedding!r} on {self.backbone!r}"
+            )
         if self.backbone == "dreamrec":
             self.dreamrec_config()  # validates the diffusion flags
             if not 0 <= self.eval_sampling_steps <= self.diffusion_steps:
@@ -212,6 +218,7 @@ class TrainConfig:
             d_n=self.d_n if d_n is None else d_n,
             language_dim=language_dim,
             align_weight=self.align_weight,
+            masked_text=self.masked_text,
         )
 
     def to_dict(self) -> dict[str, Any]:
