@@ -105,7 +105,7 @@ def error_status(exc: ServiceError) -> int:
 
 @dataclass
 class AppState:
-    """What the lifespan builds; routes reach it through the `Service` dependency."""
+    """What the lifespan builds; routes reach it through the `Reader` / `Writer` / `AnyState` dependencies."""
 
     settings: ServiceSettings
     metrics: ServiceMetrics
@@ -474,13 +474,12 @@ async def get_state(request: Request) -> AppState:
     return request.app.state.service
 
 
-async def get_ready_state(state: Annotated[AppState, Depends(get_state)]) -> AppState:
+def _ready(state: AppState) -> AppState:
     if not state.ready or state.ranker is None:
         raise NotReady("the model is not loaded")
     return state
 
 
-Service = Annotated[AppState, Depends(get_ready_state)]
 AnyState = Annotated[AppState, Depends(get_state)]
 
 # declares the scheme in the OpenAPI spec; checking the token is ours (constant time, our error format)
@@ -502,14 +501,27 @@ def _matches(cred: HTTPAuthorizationCredentials | None, *tokens: str | None) -> 
     return ok
 
 
-async def require_write(state: AnyState, cred: Credentials) -> None:
-    if state.write_token is not None and not _matches(cred, state.write_token):
-        raise Unauthorized("this route needs Authorization: Bearer <ALPHAFUSE_API_TOKEN>")
+# One dependency per route that checks the token, then readiness (401 before 503), rather than a token
+# dependency beside a state one: FastAPI's dependency solving costs per sub-dependency on every request
+# (the /recommend profile, benchmarks/RESULTS.md), and only the bearer scheme needs to stay one for OpenAPI.
 
 
-async def require_read(state: AnyState, cred: Credentials) -> None:
+async def read_service(request: Request, cred: Credentials) -> AppState:
+    state: AppState = request.app.state.service
     if state.read_token is not None and not _matches(cred, state.read_token, state.write_token):
         raise Unauthorized("this route needs Authorization: Bearer <ALPHAFUSE_READ_TOKEN>")
+    return _ready(state)
+
+
+async def write_service(request: Request, cred: Credentials) -> AppState:
+    state: AppState = request.app.state.service
+    if state.write_token is not None and not _matches(cred, state.write_token):
+        raise Unauthorized("this route needs Authorization: Bearer <ALPHAFUSE_API_TOKEN>")
+    return _ready(state)
+
+
+Reader = Annotated[AppState, Depends(read_service)]
+Writer = Annotated[AppState, Depends(write_service)]
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -606,7 +618,7 @@ async def _fold_history_texts(body: RecommendRequest, svc: AppState) -> list[str
     return history
 
 
-async def recommend(body: RecommendRequest, svc: Service) -> Response:
+async def recommend(body: RecommendRequest, svc: Reader) -> Response:
     """Answers a `RecommendResponse` (declared on the route), built as bytes: see `service.responses`."""
     assert svc.batcher is not None
     query = Query(
@@ -617,7 +629,7 @@ async def recommend(body: RecommendRequest, svc: Service) -> Response:
     return json_response(recommend_body(ranking, svc.model_dict))  # the ranking names its own model
 
 
-async def add_items(body: ItemsCreateRequest, svc: Service) -> ItemsCreateResponse:
+async def add_items(body: ItemsCreateRequest, svc: Writer) -> ItemsCreateResponse:
     s = svc.settings
     check_item_limits(body.items, s.max_text_chars, s.max_list_items)
     items = [NewItem(it.item_id, it.record(), it.embedding) for it in body.items]
@@ -634,7 +646,7 @@ async def add_items(body: ItemsCreateRequest, svc: Service) -> ItemsCreateRespon
 
 
 async def search(
-    svc: Service,
+    svc: Reader,
     q: Annotated[str, QueryParam(min_length=1, description="the text to search for (a title, a few words)")],
     k: Annotated[int, QueryParam(ge=1, description="how many items to return")] = 10,
 ) -> SearchResponse:
@@ -653,17 +665,17 @@ async def search(
     )
 
 
-async def get_item(item_id: str, svc: Service) -> ItemResponse:
+async def get_item(item_id: str, svc: Reader) -> ItemResponse:
     record, cold = await svc.run(svc.get_item, item_id)
     return ItemResponse(item_id=item_id, record=record, cold=cold)
 
 
-async def delete_item(item_id: str, svc: Service) -> ItemDeletedResponse:
+async def delete_item(item_id: str, svc: Writer) -> ItemDeletedResponse:
     model = await svc.run(svc.delete_item, item_id)
     return ItemDeletedResponse(item_id=item_id, model=model)
 
 
-async def swap(body: SwapRequest, svc: Service) -> SwapResponse:
+async def swap(body: SwapRequest, svc: Writer) -> SwapResponse:
     artifact = Path(body.artifact) if body.artifact is not None else svc.settings.artifact
     previous = svc.model_info
     model = await swap_model(svc, artifact)
@@ -770,34 +782,32 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     # outermost last: metrics see every answer, including the guard's 413 / 415
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.service.metrics, routes=app.router.routes)
-    reads = [Depends(require_read)]
-    writes = [Depends(require_write)]
     app.add_api_route(
-        "/recommend", recommend, methods=["POST"], response_model=RecommendResponse, dependencies=reads,
+        "/recommend", recommend, methods=["POST"], response_model=RecommendResponse,
         responses=_errors(*BODY_ERRORS, 401, 503), summary="Top-k items for a history", tags=["recommend"],
     )
     app.add_api_route(
         "/items", add_items, methods=["POST"], status_code=201, response_model=ItemsCreateResponse,
-        dependencies=writes, responses=_errors(*BODY_ERRORS, 401, 409, 503, 507),
+        responses=_errors(*BODY_ERRORS, 401, 409, 503, 507),
         summary="Add cold items (durable before 201)", tags=["items"],
     )
     app.add_api_route(
-        "/search", search, methods=["GET"], response_model=SearchResponse, dependencies=reads,
+        "/search", search, methods=["GET"], response_model=SearchResponse,
         responses=_errors(401, 409, 422, 503),
         summary="Items whose text is nearest to a query text (language coordinates, trained and cold items)",
         tags=["items"],
     )
     app.add_api_route(
-        "/items/{item_id:path}", get_item, methods=["GET"], response_model=ItemResponse, dependencies=reads,
+        "/items/{item_id:path}", get_item, methods=["GET"], response_model=ItemResponse,
         responses=_errors(401, 404, 422, 503), summary="A trained or cold item's record", tags=["items"],
     )
     app.add_api_route(
         "/items/{item_id:path}", delete_item, methods=["DELETE"], response_model=ItemDeletedResponse,
-        dependencies=writes, responses=_errors(401, 404, 409, 422, 503),
+        responses=_errors(401, 404, 409, 422, 503),
         summary="Delete a cold item (durable before 200; trained items: 409)", tags=["items"],
     )
     app.add_api_route(
-        "/admin/model", swap, methods=["POST"], response_model=SwapResponse, dependencies=writes,
+        "/admin/model", swap, methods=["POST"], response_model=SwapResponse,
         responses=_errors(*BODY_ERRORS, 401, 503),
         summary="Swap in a new model artifact without downtime (this worker process)", tags=["ops"],
     )
