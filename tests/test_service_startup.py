@@ -231,3 +231,18 @@ def test_an_unwritable_default_store_names_the_setting_that_moves_it(
         f"alphafuse: error: cannot write the item store {tiny_artifact.parent / 'model.items.sqlite3'} beside "
         "the artifact: pass --store FILE or set ALPHAFUSE_STORE to keep it elsewhere"
     )
+
+
+def test_serve_flags_reach_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import cli.serve
+
+    seen: dict[str, Any] = {}
+
+    def fake(artifact: Path | None, host: str, port: int, workers: int, **overrides: Any) -> int:
+        seen.update(overrides, artifact=artifact)
+        return 0
+
+    monkeypatch.setattr(cli.serve, "serve_artifact", fake)
+    args = ["serve", "--artifact", str(tmp_path), "--index", "hnsw", "--index-cache", str(tmp_path / "c")]
+    assert cli_main(args) == 0
+    assert seen == {"artifact": tmp_path, "index": "hnsw", "index_cache": str(tmp_path / "c")}
