@@ -638,6 +638,11 @@ def main() -> None:
         if run not in todo:
             log.info("run %d/%d: %s already recorded in %s: skipped", i, len(runs), run.label, out)
             continue
+        if recorded(run, spec, _read(out / f"{table.name}.json")["runs"]):
+            # another process sharing --out finished it since this one planned
+            log.info("run %d/%d: %s recorded meanwhile in %s: skipped", i, len(runs), run.label, out)
+            left -= 1
+            continue
         eta = f"ETA {_duration(statistics.mean(trained) * left)}" if trained else "ETA after the first run"
         log.info("run %d/%d: %s (%d to train, %s) %s", i, len(runs), run.label, left, eta, describe(run))
         record = execute(run, spec)

@@ -265,3 +265,36 @@ def test_ablation_and_cold_items_tables_end_to_end(tiny_root: tuple[Path, str], 
     }  # fmt: skip
     assert all(r["cold_items"] == 6 and r["cold"][k]["all"]["cases"] > 0 for r in cold for k in r["cold"])
     assert "| alphafuse | v0 = mean ID | 2 |" in (out / "cold-items.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_run_another_process_recorded_meanwhile_is_not_trained_again(
+    bench: tuple[ModuleType, ModuleType], tiny_root: tuple[Path, str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    import shutil
+
+    paper, _ = bench
+    root, encoder = tiny_root
+    args = ["--table", "long-tail", "--data-root", str(root / "data"), "--datasets", "tiny", "--variants",
+            "alphafuse,id", "--seeds", "0", "--negatives", "10", "--set", encoder, *TINY]  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    _run(*args, "--out", str(elsewhere))  # what a second process sharing --out would have written
+    out = tmp_path / "shared"
+    out.mkdir()
+    trained: list[str] = []
+
+    def execute(run: Any, spec: Any) -> dict[str, Any]:
+        # this process trains the first run; meanwhile the "other" one finishes both
+        trained.append(run.label)
+        shutil.copy(elsewhere / "long-tail.json", out / "long-tail.json")
+        doc = json.loads((out / "long-tail.json").read_text())
+        return next(r for r in doc["runs"] if run.matches(r))
+
+    monkeypatch.setattr(paper, "execute", execute)
+    monkeypatch.setattr(sys, "argv", ["paper.py", *args, "--out", str(out)])
+    with caplog.at_level("INFO", logger="paper"):
+        paper.main()
+    assert trained == ["tiny alphafuse seed 0"]
+    assert "run 2/2: tiny id seed 0 recorded meanwhile" in caplog.text
+    assert [r["row"] for r in json.loads((out / "long-tail.json").read_text())["runs"]] == ["alphafuse", "id"]
