@@ -308,7 +308,7 @@ class Ranker:
         """The index over the trained items, read from `cache` when an earlier start left one there.
 
         Only HNSW is cached: building it is what makes a large catalogue slow to start (147 s for 10^6 items
-        on one core, benchmarks/RESULTS.md), while a flat index is a copy of the vectors. The file name holds
+        with two threads, benchmarks/RESULTS.md), while a flat index is a copy of the vectors. The file name holds
         a digest of the vectors themselves and every build parameter, so a different model, projection or
         setting can never read a stale graph; a file that does not read back as the index expected is
         rebuilt over. Not being able to write the cache costs the next start time, nothing else."""
