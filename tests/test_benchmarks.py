@@ -124,3 +124,24 @@ def test_swap_benchmark_swaps_twice_refuses_a_corrupt_artifact_and_loses_nothing
     assert phases["before"]["artifacts"] != phases["after A -> B"]["artifacts"]
     assert phases["after B -> A (reload)"]["artifacts"] == phases["before"]["artifacts"]
     assert (tmp_path / "swap.md").read_text().startswith("# Model swap under load")
+
+
+@pytest.mark.slow
+def test_ranks_benchmark_agrees_with_the_evaluator(
+    tiny_data: Path, tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    from tests.conftest import train_tiny_artifact
+    from training.evaluate import evaluate_artifact
+
+    id_artifact = train_tiny_artifact(tiny_data, tmp_path_factory, item_embedding="id", epochs=3)
+    _run("ranks.py", str(tiny_artifact), str(id_artifact), "--cache-dir", str(tmp_path / "cache"),
+         "--out", str(tmp_path), "--name", "r")
+    out = json.loads((tmp_path / "r.json").read_text())
+    assert [r["variant"] for r in out["runs"]] == ["alphafuse", "id"]
+    for run, art in zip(out["runs"], (tiny_artifact, id_artifact), strict=True):
+        assert sum(run["rank_share"].values()) == pytest.approx(1.0)
+        valid = evaluate_artifact(art)["valid"]
+        assert run["mrr@20"] == pytest.approx(valid["mrr@20"], abs=1e-6)
+        assert run["hr@20"] == pytest.approx(valid["hr@20"], abs=1e-6)
+    assert sum(out["pair"].values()) == out["runs"][0]["cases"]
+    assert "| alphafuse |" in (tmp_path / "r.md").read_text()
