@@ -34,7 +34,7 @@ import torch
 
 from training.config import PRESETS, TrainConfig, config_with_preset, read_config_file
 from training.data import has_text
-from training.evaluate import SHORT_BELOW, TAIL_BELOW, case_slices, evaluate_slices
+from training.evaluate import SHORT_BELOW, TAIL_BELOW, case_slices, evaluate_cases, evaluate_slices
 from training.train import Prepared, TrainResult, run_training
 
 REPORT = ("ndcg@10", "ndcg@20", "mrr@10", "mrr@20", "hr@10", "hr@20")
@@ -170,6 +170,21 @@ def train_counts(prepared: Prepared) -> dict[str, float]:
     return {item: float(prepared.popularity[row - 1]) for item, row in prepared.index.items()}
 
 
+def masked_metrics(result: TrainResult, cfg: TrainConfig) -> dict[str, dict[str, float]]:
+    """`valid_masked` / `test_masked`: the same model scored with the history's items kept out of the ranking,
+    as the service serves by default (`exclude_history`); nothing when the run was evaluated so already.
+    Selection (early stopping) stays on the run's own protocol."""
+    if cfg.mask_history:
+        return {}
+    p = result.prepared
+    return {
+        f"{name}_masked": evaluate_cases(
+            result.model, cases, p.index, batch_size=cfg.eval_batch_size, mask_history=True
+        )
+        for name, cases in (("valid", p.split.valid), ("test", p.split.test))
+    }
+
+
 def train_record(cfg: TrainConfig) -> tuple[dict[str, Any], TrainResult]:
     """Train one run (writing its artifact to `cfg.out`) and return its `results.json` record, with the
     TrainResult for callers that evaluate the trained model further (benchmarks/paper.py)."""
@@ -189,6 +204,7 @@ def train_record(cfg: TrainConfig) -> tuple[dict[str, Any], TrainResult]:
         "seed": cfg.seed,
         "valid": result.metrics["valid"],
         "test": result.metrics["test"],
+        **masked_metrics(result, cfg),
         "slices": slices,
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),

@@ -11,6 +11,9 @@ are never made on test):
   built with, MiniLM by default) between the item at rank 1 and the target, its mean and the share above 0.8,
   against the same cosine for a random catalogue item as the floor; and the median training count of the
   rank-1 item against that of the target;
+- how often the rank-1 item is one the user already has (in the history), and the same metrics with the
+  history's items kept out of the ranking, as the service does by default (`exclude_history`) and as
+  `training.evaluate`'s `mask_history` scores;
 - for the first two artifacts, how many cases only one of them gets at rank 1.
 
     python benchmarks/ranks.py benchmarks/results/artifacts/cold-users/amazon-toys-alphafuse-s2 \\
@@ -40,6 +43,7 @@ from model.artifact import load_artifact  # noqa: E402
 from training.data import k_core, load_dataset  # noqa: E402
 from training.encoders import default_encoder, embed_items  # noqa: E402
 from training.evaluate import index_cases, iter_case_scores  # noqa: E402
+from training.metrics import target_ranks  # noqa: E402
 from training.provenance import resolve_data, trained_on  # noqa: E402
 from training.splits import split_for  # noqa: E402
 
@@ -65,25 +69,33 @@ def rank_and_top(artifact: Path, cases: str) -> dict[str, Any]:
     chosen = split.valid if cases == "valid" else split.test
     index = {item: row + 1 for row, item in enumerate(art.item_ids)}
     histories, targets = index_cases(chosen, index)
-    ranks, top = [], []
+    ranks, top, top_in_history, masked_ranks = [], [], [], []
     for start, scores in iter_case_scores(art.model, histories, batch_size=512):
-        if rec.mask_history:
-            for r, h in enumerate(histories[start : start + len(scores)]):
-                scores[r, torch.tensor(h) - 1] = -torch.inf
+        hist = histories[start : start + len(scores)]
         tgt = torch.from_numpy(targets[start : start + len(scores)] - 1)
-        t_score = scores.gather(1, tgt[:, None])
-        ranks.append((scores > t_score).sum(1) + 1)
-        top.append(scores.argmax(1))
+        if rec.mask_history:  # trained to be judged so: the plain ranks are the masked ones too
+            for r, h in enumerate(hist):
+                scores[r, [i - 1 for i in h if i - 1 != int(tgt[r])]] = -torch.inf
+        ranks.append(target_ranks(scores, tgt))
+        best = scores.argmax(1)
+        top.append(best)
+        top_in_history.append(torch.tensor([int(b) + 1 in h for b, h in zip(best, hist, strict=True)]))
+        # the evaluator's `mask_history`: the history's items do not compete (a repeated target still does)
+        exclude = torch.zeros_like(scores, dtype=torch.bool)
+        for r, h in enumerate(hist):
+            exclude[r, torch.tensor(h) - 1] = True
+        masked_ranks.append(target_ranks(scores, tgt, exclude))
     counts = Counter(i for seq in split.train.values() for i in seq)
     return {
         "artifact": str(artifact), "variant": art.config.item_embedding, "seed": rec.seed, "cases": cases,
         "ranks": torch.cat(ranks).numpy(), "top": torch.cat(top).numpy(), "targets": targets - 1,
+        "top_in_history": torch.cat(top_in_history).numpy(), "masked_ranks": torch.cat(masked_ranks).numpy(),
         "item_ids": art.item_ids, "records": ds.items, "counts": counts,
     }
 
 
 def summarise(run: dict[str, Any], language: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
-    ranks, top, targets = run["ranks"], run["top"], run["targets"]
+    ranks, top, targets, masked = run["ranks"], run["top"], run["targets"], run["masked_ranks"]
     n = len(ranks)
     buckets = {name: float(((ranks >= lo) & (ranks <= hi)).mean()) for name, lo, hi in BUCKETS}
     near_miss = (ranks > 1) & (ranks <= 20)
@@ -96,7 +108,10 @@ def summarise(run: dict[str, Any], language: np.ndarray, rng: np.random.Generato
     return {
         "artifact": run["artifact"], "variant": run["variant"], "seed": run["seed"], "cases": n,
         "mrr@20": float(np.where(ranks <= 20, 1.0 / ranks, 0.0).mean()), "hr@20": float((ranks <= 20).mean()),
-        "rank_share": buckets, "near_miss_cases": int(near_miss.sum()),
+        "rank_share": buckets, "top1_in_history": float(run["top_in_history"].mean()),
+        "masked_mrr@20": float(np.where(masked <= 20, 1.0 / masked, 0.0).mean()),
+        "masked_hr@20": float((masked <= 20).mean()), "masked_rank1": float((masked == 1).mean()),
+        "near_miss_cases": int(near_miss.sum()),
         "near_miss_top1_target_cosine": float(cos.mean()) if len(cos) else None,
         "near_miss_top1_near_share": float((cos > NEAR).mean()) if len(cos) else None,
         "random_item_target_cosine": float(floor.mean()) if len(floor) else None,
@@ -112,16 +127,27 @@ def markdown(summaries: list[dict[str, Any]], pair: dict[str, int] | None, cases
         f"{summaries[0]['cases']} {'validation' if cases == 'valid' else 'test'} cases. *Near miss* = target "
         "ranked 2-20. Text cosine: the encoder's unit "
         f"vectors; 'near' = cosine > {NEAR}; 'random' = a random catalogue item against the same targets.", "",
-        "| artifact | variant | MRR@20 | HR@20 | rank 1 | 2-5 | 6-20 | 21-100 | >100 | near misses | cos(top1, target) "
-        "| share near | cos(random, target) | median count top1 / target |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| artifact | variant | MRR@20 | HR@20 | rank 1 | 2-5 | 6-20 | 21-100 | >100 | rank-1 item in the history "
+        "| history masked: MRR@20 | HR@20 | rank 1 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summaries:
         b = s["rank_share"]
         lines.append(
             f"| {Path(s['artifact']).name} | {s['variant']} | {s['mrr@20']:.4f} | {s['hr@20']:.4f} | "
             + " | ".join(f"{b[k]:.3f}" for k, _, _ in BUCKETS)
-            + f" | {s['near_miss_cases']} | {s['near_miss_top1_target_cosine']:.3f} | "
+            + f" | {s['top1_in_history']:.3f} | {s['masked_mrr@20']:.4f} | {s['masked_hr@20']:.4f} | "
+            f"{s['masked_rank1']:.3f} |"
+        )
+    lines += [
+        "", "Near misses (target at rank 2-20, history not masked): what is at rank 1.", "",
+        "| artifact | near misses | cos(top1, target) | share near | cos(random, target) "
+        "| median count top1 / target |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for s in summaries:
+        lines.append(
+            f"| {Path(s['artifact']).name} | {s['near_miss_cases']} | {s['near_miss_top1_target_cosine']:.3f} | "
             f"{s['near_miss_top1_near_share']:.3f} | {s['random_item_target_cosine']:.3f} | "
             f"{s['near_miss_median_count_top1']:.0f} / {s['near_miss_median_count_target']:.0f} |"
         )

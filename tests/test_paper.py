@@ -239,6 +239,18 @@ def test_long_tail_table_end_to_end_writes_report_figures_and_resumes(
     assert "run 1/2: tiny alphafuse seed 0 already recorded" in again and "run 2/2: tiny id seed 0 already" in again
     assert "2 runs recorded, 0 trained now" in again
     assert json.loads((out / "long-tail.json").read_text())["runs"] == runs
+    # every run is also scored with the history's items masked (the service's default), beside the table's protocol
+    assert all(0 < r["test_masked"]["ndcg@20"] <= 1 and "ndcg@20" in r["valid_masked"] for r in runs)
+    assert "the history's items kept out of the ranking" in report
+    # a run recorded before that existed is scored from its artifact, and nothing is trained
+    doc = json.loads((out / "long-tail.json").read_text())
+    before = doc["runs"][0].pop("test_masked")
+    del doc["runs"][0]["valid_masked"]
+    (out / "long-tail.json").write_text(json.dumps(doc))
+    backfilled = _run(*args, "--backfill-masked")
+    assert "tiny alphafuse seed 0: test ndcg@20" in backfilled and "to train" not in backfilled
+    after = json.loads((out / "long-tail.json").read_text())["runs"][0]["test_masked"]
+    assert after["ndcg@20"] == pytest.approx(before["ndcg@20"]) and after["mrr@20"] == pytest.approx(before["mrr@20"])
     # another evaluation setting is another experiment: the runs are redone, not reused
     changed = _run(*args[:-2], "--negatives", "5", "--out", str(out), "--variants", "id")
     assert "run 1/1: tiny id seed 0 (1 to train" in changed
