@@ -22,9 +22,9 @@ metrics, history, trainable parameters, wall time) and `<out>/<table>.md` (mean 
 numbers beside ours) are rewritten; at the end the figures `<out>/<table>-*.png`. Artifacts go to
 `<out>/artifacts/<table>/`. Re-running skips every run recorded with the same configuration and evaluation,
 so an interrupted table resumes; several processes may share one `--out` (e.g. one per `--variants` subset).
-Every run is scored twice: by the table's protocol, and with the history's items kept out of the ranking
-(`test_masked`, what the service serves by default); `--backfill-masked` adds the second score to runs
-recorded before it existed, from their artifacts, and trains nothing.
+Every run but cold-items' is scored twice: by the table's protocol, and with the history's items kept out of
+the ranking (`test_masked`, what the service serves by default); `--backfill-masked` adds the second score to
+runs recorded before it existed, from their artifacts, and trains nothing.
 
     python benchmarks/paper.py --table cold-users --set threads=1
     python benchmarks/paper.py --table long-tail --variants alphafuse,id,llmesr --seeds 0 --dry-run
