@@ -47,8 +47,6 @@ from training.metrics import target_ranks  # noqa: E402
 from training.provenance import resolve_data, trained_on  # noqa: E402
 from training.splits import split_for  # noqa: E402
 
-log = logging.getLogger("ranks")
-
 BUCKETS: tuple[tuple[str, int, float], ...] = (
     ("1", 1, 1), ("2-5", 2, 5), ("6-20", 6, 20), ("21-100", 21, 100), (">100", 101, float("inf")),
 )
@@ -121,6 +119,10 @@ def summarise(run: dict[str, Any], language: np.ndarray, rng: np.random.Generato
     }
 
 
+def _f(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def markdown(summaries: list[dict[str, Any]], pair: dict[str, int] | None, cases: str) -> str:
     lines = [
         "# Target ranks and rank-1 items (`benchmarks/ranks.py`)", "",
@@ -147,9 +149,9 @@ def markdown(summaries: list[dict[str, Any]], pair: dict[str, int] | None, cases
     ]
     for s in summaries:
         lines.append(
-            f"| {Path(s['artifact']).name} | {s['near_miss_cases']} | {s['near_miss_top1_target_cosine']:.3f} | "
-            f"{s['near_miss_top1_near_share']:.3f} | {s['random_item_target_cosine']:.3f} | "
-            f"{s['near_miss_median_count_top1']:.0f} / {s['near_miss_median_count_target']:.0f} |"
+            f"| {Path(s['artifact']).name} | {s['near_miss_cases']} | {_f(s['near_miss_top1_target_cosine'])} | "
+            f"{_f(s['near_miss_top1_near_share'])} | {_f(s['random_item_target_cosine'])} | "
+            f"{_f(s['near_miss_median_count_top1'], 0)} / {_f(s['near_miss_median_count_target'], 0)} |"
         )
     if pair is not None:
         a, b = (Path(s["artifact"]).name for s in summaries[:2])
