@@ -57,12 +57,13 @@ from quality import (  # benchmarks/ is on sys.path when run as a script
     write_atomic,
 )
 
+from model.artifact import load_artifact
 from model.item_embeddings import ColdId
 from training.cold_items import evaluate_with_cold_items, fold_in_vectors, pick_cold_items
 from training.config import TrainConfig, read_config_file
 from training.data import load_dataset
 from training.encoders import embed_items, encoder_from_spec
-from training.evaluate import POPULARITY_EDGES, evaluate_artifact, evaluate_slices, popularity_buckets
+from training.evaluate import POPULARITY_EDGES, evaluate_cases, evaluate_slices, popularity_buckets, trained_split
 from training.longtail import (
     LLMESR_NEGATIVES,
     LLMESR_SHORT_BELOW,
@@ -395,7 +396,7 @@ MASKED_REPORT = ("ndcg@10", "ndcg@20", "mrr@20", "hr@20")
 
 def backfill_masked(out: Path, table: Table, meta: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Score every recorded run that lacks `test_masked` and still has its artifact with the history's items
-    masked, from the artifact (`evaluate_artifact`); a run whose artifact no longer reproduces its recorded
+    masked, from the artifact and the split it records; a run whose artifact no longer reproduces its recorded
     test NDCG@20 is left alone. Returns every recorded run."""
     runs = _read(out / f"{table.name}.json")["runs"]
     for r in runs:
@@ -405,15 +406,21 @@ def backfill_masked(out: Path, table: Table, meta: Mapping[str, Any]) -> list[di
         if not (art / "manifest.json").is_file():
             log.info("%s %s seed %s: no artifact at %s, not scored", r["dataset"], r["row"], r["seed"], art)
             continue
-        plain = evaluate_artifact(art)
-        if abs(plain["test"]["ndcg@20"] - r["test"]["ndcg@20"]) > 1e-6:
+        loaded = load_artifact(art)
+        _, split = trained_split(art, loaded)
+        index = {item: row + 1 for row, item in enumerate(loaded.item_ids)}
+        plain = evaluate_cases(loaded.model, split.test, index)
+        if abs(plain["ndcg@20"] - r["test"]["ndcg@20"]) > 1e-6:
             log.warning("%s %s seed %s: the artifact gives test ndcg@20 %.4f, the record %.4f: not scored",
-                        r["dataset"], r["row"], r["seed"], plain["test"]["ndcg@20"], r["test"]["ndcg@20"])
+                        r["dataset"], r["row"], r["seed"], plain["ndcg@20"], r["test"]["ndcg@20"])
             continue
-        scored = evaluate_artifact(art, mask_history=True)
-        store(out, table, meta, {**r, "valid_masked": scored["valid"], "test_masked": scored["test"]})
+        scored = {
+            f"{name}_masked": evaluate_cases(loaded.model, cases, index, mask_history=True)
+            for name, cases in (("valid", split.valid), ("test", split.test))
+        }
+        store(out, table, meta, {**r, **scored})
         log.info("%s %s seed %s: test ndcg@20 %.4f, with the history masked %.4f", r["dataset"], r["row"],
-                 r["seed"], r["test"]["ndcg@20"], scored["test"]["ndcg@20"])
+                 r["seed"], r["test"]["ndcg@20"], scored["test_masked"]["ndcg@20"])
     return store(out, table, meta)
 
 

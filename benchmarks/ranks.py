@@ -40,12 +40,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from model.artifact import load_artifact  # noqa: E402
-from training.data import k_core, load_dataset  # noqa: E402
 from training.encoders import default_encoder, embed_items  # noqa: E402
-from training.evaluate import index_cases, iter_case_scores  # noqa: E402
+from training.evaluate import index_cases, iter_case_scores, trained_split  # noqa: E402
 from training.metrics import target_ranks  # noqa: E402
-from training.provenance import resolve_data, trained_on  # noqa: E402
-from training.splits import split_for  # noqa: E402
+from training.provenance import trained_on  # noqa: E402
 
 BUCKETS: tuple[tuple[str, int, float], ...] = (
     ("1", 1, 1), ("2-5", 2, 5), ("6-20", 6, 20), ("21-100", 21, 100), (">100", 101, float("inf")),
@@ -58,12 +56,7 @@ def rank_and_top(artifact: Path, cases: str) -> dict[str, Any]:
     of every case of `cases` ("valid" or "test"), with what is needed to read them."""
     art = load_artifact(artifact)
     rec = trained_on(art.manifest)
-    if rec.protocol is None:
-        raise ValueError(f"{artifact}/manifest.json does not record its protocol")
-    ds = load_dataset(resolve_data(None, rec, artifact))
-    if rec.k_core > 1:
-        ds = k_core(ds, rec.k_core)
-    split = split_for(ds, rec.protocol, rec.seed, Path(rec.split) if rec.split else None)
+    ds, split = trained_split(artifact, art)
     chosen = split.valid if cases == "valid" else split.test
     index = {item: row + 1 for row, item in enumerate(art.item_ids)}
     histories, targets = index_cases(chosen, index)

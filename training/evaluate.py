@@ -10,13 +10,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from model.artifact import load_artifact
+from model.artifact import Artifact, load_artifact
 from model.base import Recommender
-from training.data import k_core, load_dataset
+from training.data import Dataset, k_core, load_dataset
 from training.distributed import resolve_device
 from training.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
 from training.provenance import resolve_data, trained_on
-from training.splits import EvalCase, split_for
+from training.splits import EvalCase, Split, split_for
 
 
 def pad_histories(histories: Sequence[Sequence[int]], max_len: int) -> Tensor:
@@ -108,6 +108,29 @@ def evaluate_cases(
     return out
 
 
+def trained_split(
+    artifact: Path,
+    art: Artifact,
+    *,
+    data: str | None = None,
+    protocol: str | None = None,
+    split: str | None = None,
+    seed: int | None = None,
+) -> tuple[Dataset, Split]:
+    """The dataset and split the loaded artifact `art` (read from `artifact`) was trained on, rebuilt from its
+    manifest; each argument given overrides what the manifest records."""
+    recorded = trained_on(art.manifest)
+    protocol = protocol or recorded.protocol
+    if protocol is None:
+        raise ValueError(f"{artifact}/manifest.json does not record its protocol: pass --protocol")
+    seed = seed if seed is not None else recorded.seed
+    split_dir = split if split is not None else recorded.split
+    ds = load_dataset(resolve_data(data, recorded, artifact))
+    if recorded.k_core > 1:
+        ds = k_core(ds, recorded.k_core)
+    return ds, split_for(ds, protocol, seed, Path(split_dir) if split_dir else None)
+
+
 def evaluate_artifact(
     artifact: Path,
     *,
@@ -124,17 +147,8 @@ def evaluate_artifact(
     each argument given overrides it. `device`: where the model scores (auto: cuda when present)."""
     where = resolve_device(device)  # before any loading: `cuda` without a GPU fails at once
     art = load_artifact(artifact)
-    recorded = trained_on(art.manifest)
-    protocol = protocol or recorded.protocol
-    if protocol is None:
-        raise ValueError(f"{artifact}/manifest.json does not record its protocol: pass --protocol")
-    seed = seed if seed is not None else recorded.seed
-    split_dir = split if split is not None else recorded.split
-    mask_history = mask_history if mask_history is not None else recorded.mask_history
-    ds = load_dataset(resolve_data(data, recorded, artifact))
-    if recorded.k_core > 1:
-        ds = k_core(ds, recorded.k_core)
-    chosen = split_for(ds, protocol, seed, Path(split_dir) if split_dir else None)
+    _, chosen = trained_split(artifact, art, data=data, protocol=protocol, split=split, seed=seed)
+    mask_history = mask_history if mask_history is not None else trained_on(art.manifest).mask_history
     index = {item: row + 1 for row, item in enumerate(art.item_ids)}
     model = art.model.to(where)
     return {
