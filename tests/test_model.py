@@ -37,9 +37,10 @@ def test_unfrozen_language_is_the_ablation() -> None:
     assert {n for n, _ in emb.named_parameters()} == {"language", "ids"}
 
 
-def test_sasrec_is_causal_and_padding_invariant() -> None:
+@pytest.mark.parametrize("state", ["residual", "increments"])
+def test_sasrec_is_causal_and_padding_invariant(state: str) -> None:
     torch.manual_seed(0)
-    cfg = SASRecConfig(hidden_dim=8, num_blocks=2, num_heads=2, dropout=0.0, max_len=6)
+    cfg = SASRecConfig(hidden_dim=8, num_blocks=2, num_heads=2, dropout=0.0, max_len=6, state=state)
     net = SASRec(cfg).eval()
     seq = torch.randn(1, 4, 8)
     real = torch.ones(1, 4, dtype=torch.bool)
@@ -59,6 +60,24 @@ def test_sasrec_is_causal_and_padding_invariant() -> None:
     torch.testing.assert_close(net.last_state(left, left_real)[0], full[0, 3])
     torch.testing.assert_close(net.last_state(right, right_real)[0], full[0, 3])
     assert torch.equal(net(left, left_real)[0, :2], torch.zeros(2, 8))
+
+
+def test_increments_state_leaves_the_input_embedding_out() -> None:
+    torch.manual_seed(0)
+    cfg = SASRecConfig(hidden_dim=8, dropout=0.0, max_len=4, state="increments")
+    net = SASRec(cfg).eval()
+    for block in net.blocks:  # blocks that add nothing: the state no longer depends on the items
+        torch.nn.init.zeros_(block.attn.out.weight), torch.nn.init.zeros_(block.attn.out.bias)
+        torch.nn.init.zeros_(block.ffn[-1].weight), torch.nn.init.zeros_(block.ffn[-1].bias)
+    real = torch.ones(2, 3, dtype=torch.bool)
+    states = net.last_state(torch.randn(2, 3, 8), real)
+    torch.testing.assert_close(states[0], states[1])
+    residual = SASRec(SASRecConfig(hidden_dim=8, dropout=0.0, max_len=4)).eval()
+    residual.load_state_dict(net.state_dict())  # same weights, the state keeps the residual stream
+    states = residual.last_state(torch.randn(2, 3, 8), real)
+    assert not torch.allclose(states[0], states[1])
+    with pytest.raises(ValueError, match="state must be one of"):
+        SASRecConfig(hidden_dim=8, state="skip")
 
 
 def test_sasrec_rejects_empty_history_and_long_windows() -> None:

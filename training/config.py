@@ -57,6 +57,7 @@ class TrainConfig:
     id_std: float = 0.0  # std of normal ID init (0: 1/sqrt(width) sasrec id, language scale alphafuse, else 1)
     num_blocks: int = 1  # transformer blocks
     num_heads: int = 1  # attention heads
+    state: Literal["residual", "increments"] = "residual"  # sasrec user state: residual stream, or the blocks' additions
     dropout: float | None = None  # dropout (unset: by backbone, 0.3 sasrec, 0.1 dreamrec)
     max_len: int = 10  # history window: the most recent items the model reads
     loss: Literal["auto", "ce", "sampled-softmax", "infonce", "bce"] = "auto"  # auto: ce; sampled-softmax if many items
@@ -203,7 +204,7 @@ class TrainConfig:
             backbone=self.backbone,
             sasrec=SASRecConfig(
                 hidden_dim=hidden_dim, num_blocks=self.num_blocks, num_heads=self.num_heads,
-                dropout=self.resolved_dropout(), max_len=self.max_len,
+                dropout=self.resolved_dropout(), max_len=self.max_len, state=self.state,
             ),
             dreamrec=self.dreamrec_config() if dreamrec else DreamRecConfig(),
             loss=self.resolved_loss(num_items),  # type: ignore[arg-type]
