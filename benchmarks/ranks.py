@@ -11,7 +11,8 @@ are never made on test):
   built with, MiniLM by default) between the item at rank 1 and the target, its mean and the share above 0.8,
   against the same cosine for a random catalogue item as the floor; and the median training count of the
   rank-1 item against that of the target;
-- how often the rank-1 item is one the user already has (in the history), and the same metrics with the
+- how often the rank-1 item is one the user already has (in the history), how often it is the history's
+  last item (the one the encoder's residual stream carries into the state), and the same metrics with the
   history's items kept out of the ranking, as the service does by default (`exclude_history`) and as
   `training.evaluate`'s `mask_history` scores;
 - for the first two artifacts, how many cases only one of them gets at rank 1.
@@ -60,7 +61,7 @@ def rank_and_top(artifact: Path, cases: str) -> dict[str, Any]:
     chosen = split.valid if cases == "valid" else split.test
     index = {item: row + 1 for row, item in enumerate(art.item_ids)}
     histories, targets = index_cases(chosen, index)
-    ranks, top, top_in_history, masked_ranks = [], [], [], []
+    ranks, top, top_in_history, top_is_last, masked_ranks = [], [], [], [], []
     for start, scores in iter_case_scores(art.model, histories, batch_size=512):
         hist = histories[start : start + len(scores)]
         tgt = torch.from_numpy(targets[start : start + len(scores)] - 1)
@@ -71,6 +72,7 @@ def rank_and_top(artifact: Path, cases: str) -> dict[str, Any]:
         best = scores.argmax(1)
         top.append(best)
         top_in_history.append(torch.tensor([int(b) + 1 in h for b, h in zip(best, hist, strict=True)]))
+        top_is_last.append(torch.tensor([int(b) + 1 == h[-1] for b, h in zip(best, hist, strict=True)]))
         # the evaluator's `mask_history`: the history's items do not compete (a repeated target still does)
         exclude = torch.zeros_like(scores, dtype=torch.bool)
         for r, h in enumerate(hist):
@@ -80,7 +82,8 @@ def rank_and_top(artifact: Path, cases: str) -> dict[str, Any]:
     return {
         "artifact": str(artifact), "variant": art.config.item_embedding, "seed": rec.seed, "cases": cases,
         "ranks": torch.cat(ranks).numpy(), "top": torch.cat(top).numpy(), "targets": targets - 1,
-        "top_in_history": torch.cat(top_in_history).numpy(), "masked_ranks": torch.cat(masked_ranks).numpy(),
+        "top_in_history": torch.cat(top_in_history).numpy(), "top_is_last": torch.cat(top_is_last).numpy(),
+        "masked_ranks": torch.cat(masked_ranks).numpy(),
         "item_ids": art.item_ids, "records": ds.items, "counts": counts,
     }
 
@@ -100,6 +103,7 @@ def summarise(run: dict[str, Any], language: np.ndarray, rng: np.random.Generato
         "artifact": run["artifact"], "variant": run["variant"], "seed": run["seed"], "cases": n,
         "mrr@20": float(np.where(ranks <= 20, 1.0 / ranks, 0.0).mean()), "hr@20": float((ranks <= 20).mean()),
         "rank_share": buckets, "top1_in_history": float(run["top_in_history"].mean()),
+        "top1_is_last": float(run["top_is_last"].mean()),
         "masked_mrr@20": float(np.where(masked <= 20, 1.0 / masked, 0.0).mean()),
         "masked_hr@20": float((masked <= 20).mean()), "masked_rank1": float((masked == 1).mean()),
         "near_miss_cases": int(near_miss.sum()),
@@ -123,15 +127,15 @@ def markdown(summaries: list[dict[str, Any]], pair: dict[str, int] | None, cases
         "ranked 2-20. Text cosine: the encoder's unit "
         f"vectors; 'near' = cosine > {NEAR}; 'random' = a random catalogue item against the same targets.", "",
         "| artifact | variant | MRR@20 | HR@20 | rank 1 | 2-5 | 6-20 | 21-100 | >100 | rank-1 item in the history "
-        "| history masked: MRR@20 | HR@20 | rank 1 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| of which the last | history masked: MRR@20 | HR@20 | rank 1 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summaries:
         b = s["rank_share"]
         lines.append(
             f"| {Path(s['artifact']).name} | {s['variant']} | {s['mrr@20']:.4f} | {s['hr@20']:.4f} | "
             + " | ".join(f"{b[k]:.3f}" for k, _, _ in BUCKETS)
-            + f" | {s['top1_in_history']:.3f} | {s['masked_mrr@20']:.4f} | {s['masked_hr@20']:.4f} | "
+            + f" | {s['top1_in_history']:.3f} | {s['top1_is_last']:.3f} | {s['masked_mrr@20']:.4f} | {s['masked_hr@20']:.4f} | "
             f"{s['masked_rank1']:.3f} |"
         )
     lines += [

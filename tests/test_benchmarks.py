@@ -140,6 +140,7 @@ def test_ranks_benchmark_agrees_with_the_evaluator(
     assert [r["variant"] for r in out["runs"]] == ["alphafuse", "id"]
     for run, art in zip(out["runs"], (tiny_artifact, id_artifact), strict=True):
         assert sum(run["rank_share"].values()) == pytest.approx(1.0)
+        assert 0.0 <= run["top1_is_last"] <= run["top1_in_history"] <= 1.0
         valid = evaluate_artifact(art)["valid"]
         assert run["mrr@20"] == pytest.approx(valid["mrr@20"], abs=1e-6)
         assert run["hr@20"] == pytest.approx(valid["hr@20"], abs=1e-6)
