@@ -135,7 +135,8 @@ def markdown(summaries: list[dict[str, Any]], pair: dict[str, int] | None, cases
         lines.append(
             f"| {Path(s['artifact']).name} | {s['variant']} | {s['mrr@20']:.4f} | {s['hr@20']:.4f} | "
             + " | ".join(f"{b[k]:.3f}" for k, _, _ in BUCKETS)
-            + f" | {s['top1_in_history']:.3f} | {s['top1_is_last']:.3f} | {s['masked_mrr@20']:.4f} | {s['masked_hr@20']:.4f} | "
+            + f" | {s['top1_in_history']:.3f} | {s['top1_is_last']:.3f} | "
+            f"{s['masked_mrr@20']:.4f} | {s['masked_hr@20']:.4f} | "
             f"{s['masked_rank1']:.3f} |"
         )
     lines += [

@@ -57,7 +57,7 @@ class TrainConfig:
     id_std: float = 0.0  # std of normal ID init (0: 1/sqrt(width) sasrec id, language scale alphafuse, else 1)
     num_blocks: int = 1  # transformer blocks
     num_heads: int = 1  # attention heads
-    state: Literal["residual", "increments"] = "residual"  # sasrec user state: residual stream, or the blocks' additions
+    state: Literal["residual", "increments"] = "residual"  # sasrec state: residual stream, or blocks' additions
     dropout: float | None = None  # dropout (unset: by backbone, 0.3 sasrec, 0.1 dreamrec)
     max_len: int = 10  # history window: the most recent items the model reads
     loss: Literal["auto", "ce", "sampled-softmax", "infonce", "bce"] = "auto"  # auto: ce; sampled-softmax if many items
